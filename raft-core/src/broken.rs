@@ -1,0 +1,50 @@
+//! Test-only switches that break one protocol rule each (feature
+//! `broken-rules`). They exist so that the simulator's checkers can be shown
+//! to catch each violation; with the feature on but no switch set, behaviour
+//! is unchanged. Switches are per thread so parallel tests do not interfere.
+
+use std::cell::Cell;
+
+/// One deliberately broken rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokenRule {
+    /// Commit an old-term entry by counting its replicas (figure 8 violation).
+    CommitOldTermByCounting,
+    /// Grant a vote without persisting it.
+    ForgetVotePersist,
+    /// Grant votes without the log up-to-date check (5.4.1).
+    SkipUpToDateCheck,
+}
+
+thread_local! {
+    static BROKEN: Cell<u32> = const { Cell::new(0) };
+}
+
+fn bit(rule: BrokenRule) -> u32 {
+    1 << rule as u32
+}
+
+/// Breaks `rule` on this thread until [`repair_all`].
+pub fn set(rule: BrokenRule) {
+    BROKEN.with(|b| b.set(b.get() | bit(rule)));
+}
+
+/// Restores every rule on this thread.
+pub fn repair_all() {
+    BROKEN.with(|b| b.set(0));
+}
+
+fn is(rule: BrokenRule) -> bool {
+    BROKEN.with(|b| b.get() & bit(rule) != 0)
+}
+
+pub(crate) fn commit_old_term_by_counting() -> bool {
+    is(BrokenRule::CommitOldTermByCounting)
+}
+pub(crate) fn forget_vote_persist() -> bool {
+    is(BrokenRule::ForgetVotePersist)
+}
+pub(crate) fn skip_up_to_date_check() -> bool {
+    is(BrokenRule::SkipUpToDateCheck)
+}

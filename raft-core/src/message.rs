@@ -1,0 +1,200 @@
+//! What nodes say to each other, and what they store: entries, messages,
+//! hard state. All of it is plain data with serde derives so any driver can
+//! put it on a wire or a disk in the encoding it likes.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::membership::Membership;
+
+/// A node's identity. Zero is reserved to mean "nobody".
+pub type NodeId = u64;
+/// A Raft term (paper section 5.1).
+pub type Term = u64;
+/// A position in the replicated log; the first entry has index 1.
+pub type Index = u64;
+
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: Index,
+    /// What the entry carries.
+    pub payload: Payload,
+}
+
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The empty entry a new leader appends to commit entries of earlier
+    /// terms (paper section 5.4.2). Applied as a no-op.
+    Noop,
+    /// An application command, opaque to Raft.
+    Command(Bytes),
+    /// A configuration (paper section 6).
+    Membership(Membership),
+}
+
+impl Entry {
+    /// An approximation of the entry's encoded size, used for the byte limits
+    /// in [`crate::Config`]. Counts the payload plus a fixed header.
+    pub fn size_bytes(&self) -> usize {
+        const HEADER_BYTES: usize = 24;
+        HEADER_BYTES
+            + match &self.payload {
+                Payload::Noop => 0,
+                Payload::Command(data) => data.len(),
+                Payload::Membership(m) => m.size_bytes(),
+            }
+    }
+}
+
+/// The state that must be durable before a node answers anyone: its current
+/// term and the vote it cast in that term (paper figure 2, "persistent state").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: Term,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+}
+
+/// A message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Sender.
+    pub from: NodeId,
+    /// Recipient.
+    pub to: NodeId,
+    /// The sender's current term.
+    pub term: Term,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// The kinds of message. Every response carries enough to be matched to its
+/// request without any per-request state on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Body {
+    /// A candidate asks for a vote (paper figure 2, RequestVote RPC).
+    RequestVote {
+        /// Index of the candidate's last log entry.
+        last_log_index: Index,
+        /// Term of the candidate's last log entry.
+        last_log_term: Term,
+    },
+    /// The answer to a RequestVote.
+    RequestVoteResponse {
+        /// Whether the vote was granted.
+        granted: bool,
+    },
+    /// A leader replicates entries, or sends a heartbeat when `entries` is
+    /// empty (paper figure 2, AppendEntries RPC).
+    AppendEntries {
+        /// Index of the entry just before `entries`.
+        prev_index: Index,
+        /// Term of the entry at `prev_index`.
+        prev_term: Term,
+        /// Entries to store, starting at `prev_index + 1`. Empty for a heartbeat.
+        entries: Vec<Entry>,
+        /// The leader's commit index.
+        commit: Index,
+    },
+    /// The answer to an AppendEntries.
+    AppendEntriesResponse(AppendResult),
+}
+
+/// The outcome of an AppendEntries at the follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendResult {
+    /// The follower's log now matches the leader's through `match_index`.
+    Success {
+        /// The highest index the request proved to match (prev + entries).
+        match_index: Index,
+    },
+    /// The follower's log has no entry at `rejected_prev` with the leader's
+    /// term. The hint lets the leader skip a whole conflicting term per round
+    /// trip (paper section 5.3, the optimization at the end).
+    Reject {
+        /// The `prev_index` of the rejected request.
+        rejected_prev: Index,
+        /// Where the leader should look next.
+        hint: ConflictHint,
+    },
+}
+
+/// A rejecting follower's advice on where its log diverges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictHint {
+    /// The term of the follower's entry at `rejected_prev`, or 0 when the
+    /// follower's log is shorter than `rejected_prev`.
+    pub term: Term,
+    /// The first index of `term` in the follower's log, or the follower's
+    /// last index + 1 when its log is too short.
+    pub index: Index,
+}
+
+impl Body {
+    /// The message kind as a short name, for traces and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::RequestVote { .. } => "RequestVote",
+            Body::RequestVoteResponse { .. } => "RequestVoteResponse",
+            Body::AppendEntries { .. } => "AppendEntries",
+            Body::AppendEntriesResponse(_) => "AppendEntriesResponse",
+        }
+    }
+}
+
+/// The compact trace form: `1->2 AppendEntries t=3 prev=5/2 n=2 commit=5`.
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{} {} t={}", self.from, self.to, self.body.kind(), self.term)?;
+        match &self.body {
+            Body::RequestVote { last_log_index, last_log_term } => {
+                write!(f, " last={last_log_index}/{last_log_term}")
+            }
+            Body::RequestVoteResponse { granted } => {
+                write!(f, " {}", if *granted { "granted" } else { "refused" })
+            }
+            Body::AppendEntries { prev_index, prev_term, entries, commit } => {
+                write!(f, " prev={prev_index}/{prev_term} n={} commit={commit}", entries.len())
+            }
+            Body::AppendEntriesResponse(AppendResult::Success { match_index }) => {
+                write!(f, " ok match={match_index}")
+            }
+            Body::AppendEntriesResponse(AppendResult::Reject { rejected_prev, hint }) => {
+                write!(f, " reject prev={rejected_prev} hint={}/{}", hint.index, hint.term)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_form_is_compact() {
+        let m = Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: Body::AppendEntries {
+                prev_index: 5,
+                prev_term: 2,
+                entries: vec![
+                    Entry { term: 3, index: 6, payload: Payload::Noop },
+                    Entry { term: 3, index: 7, payload: Payload::Command(Bytes::from_static(b"x")) },
+                ],
+                commit: 5,
+            },
+        };
+        assert_eq!(m.to_string(), "1->2 AppendEntries t=3 prev=5/2 n=2 commit=5");
+    }
+}

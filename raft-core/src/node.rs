@@ -1,0 +1,967 @@
+//! Roles and step dispatch: the Raft state machine itself.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::{Lost, NodeError, ProposeError};
+use crate::log::Log;
+use crate::membership::Membership;
+use crate::message::{
+    AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term,
+};
+use crate::progress::{Progress, ProgressState};
+use crate::quorum::VoteResult;
+use crate::rng::Rng;
+
+/// A node's role (paper section 5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// Passive: answers leaders and candidates.
+    Follower,
+    /// Campaigning for votes.
+    Candidate,
+    /// Handles proposals and replicates the log.
+    Leader,
+}
+
+/// Everything that can happen to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// One unit of logical time passed. The only clock the core has.
+    Tick,
+    /// A message from another node arrived.
+    Message(Message),
+    /// The application proposes commands (a batch; accepted or rejected as one).
+    Propose(Vec<Bytes>),
+}
+
+/// What the driver must do, in the order given. See [`Node`] for the contract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Make this durable before executing any later action.
+    Persist(Persist),
+    /// Send a message (after every earlier `Persist` is durable).
+    Send(Message),
+    /// Apply these committed entries to the state machine, in order.
+    Apply(Vec<Entry>),
+    /// A proposal was appended at `first_index ..= last_index` in `term`.
+    /// It is not committed yet: wait for its entries in [`Action::Apply`].
+    ProposalAccepted {
+        /// The leader's term.
+        term: Term,
+        /// Index of the first command of the batch.
+        first_index: Index,
+        /// Index of the last command of the batch.
+        last_index: Index,
+    },
+    /// A proposal of `count` commands was refused.
+    ProposalRejected {
+        /// How many commands the refused batch held.
+        count: usize,
+        /// Why.
+        error: ProposeError,
+    },
+    /// Entries this node accepted as leader were overwritten by a later
+    /// leader's: they will never apply. Report failure to their clients.
+    ProposalLost(Lost),
+    /// The node's role or its idea of the leader changed.
+    RoleChanged {
+        /// The new role.
+        role: Role,
+        /// The current term.
+        term: Term,
+        /// The known leader, if any.
+        leader: Option<NodeId>,
+    },
+}
+
+/// A change to durable state. Apply the parts in field order: drop the log
+/// suffix from `truncate_from`, append `entries`, then write `hard_state`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    /// Remove every stored entry with index >= this one.
+    pub truncate_from: Option<Index>,
+    /// Append these entries (contiguous, after any truncation).
+    pub entries: Vec<Entry>,
+    /// Replace the stored term and vote.
+    pub hard_state: Option<HardState>,
+}
+
+impl Persist {
+    fn is_empty(&self) -> bool {
+        self.truncate_from.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// The metadata of a snapshot: the last entry it covers and the
+/// configuration as of that entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot covers (0: none).
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+    /// The configuration in force at `index`.
+    pub membership: Membership,
+}
+
+/// What a node needs to (re)start: exactly what the persistence contract
+/// made durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Term and vote.
+    pub hard_state: HardState,
+    /// The snapshot the log continues from. A new cluster starts from the
+    /// empty snapshot at index 0 carrying the initial configuration.
+    pub snapshot: SnapshotMeta,
+    /// Entries after the snapshot, contiguous.
+    pub entries: Vec<Entry>,
+}
+
+impl Restored {
+    /// The state of a brand-new member of a brand-new cluster.
+    pub fn new_cluster(membership: Membership) -> Self {
+        Restored { snapshot: SnapshotMeta { index: 0, term: 0, membership }, ..Restored::default() }
+    }
+
+    /// The state of a node that joins an existing cluster: it knows no
+    /// configuration, never campaigns, and learns everything from a leader.
+    pub fn joining() -> Self {
+        Restored::default()
+    }
+}
+
+/// A read-only snapshot of a node's state, for operators and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub term: Term,
+    /// Its vote in `term`.
+    pub vote: Option<NodeId>,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit_index: Index,
+    /// Highest index handed to [`Action::Apply`].
+    pub applied_index: Index,
+    /// First index in the in-memory log.
+    pub first_index: Index,
+    /// Last index in the log.
+    pub last_index: Index,
+    /// Term of the last entry.
+    pub last_term: Term,
+    /// The configuration in force.
+    pub membership: Membership,
+    /// On a leader: each follower's (id, match, next, state).
+    pub progress: Vec<(NodeId, Index, Index, ProgressState)>,
+}
+
+/// A range of entries this node proposed as leader that have not applied yet.
+#[derive(Clone, Copy, Debug)]
+struct Proposed {
+    term: Term,
+    first: Index,
+    last: Index,
+}
+
+/// One Raft node as a pure state machine.
+///
+/// # Contract
+///
+/// A driver feeds [`Input`]s one at a time to [`Node::step`] (or
+/// [`Node::step_into`] with a reused buffer) and executes the returned
+/// [`Action`]s **in order**:
+///
+/// 1. [`Action::Persist`] must be durable before any later action of the same
+///    step runs. In particular a vote, a term change and appended entries are
+///    on disk before the message that depends on them leaves the node. A
+///    driver may group the `Persist`s of several steps into one fsync as long
+///    as it holds back every later `Send`, `Apply` and reply until that fsync
+///    completes.
+/// 2. [`Action::Send`] may be lost, duplicated, delayed or reordered: the
+///    protocol tolerates all of it.
+/// 3. [`Action::Apply`] hands over committed entries in index order, each
+///    exactly once since the node was created from [`Restored`]. After a
+///    restart the driver restores its state machine from the snapshot and
+///    entries are applied again from the snapshot's index + 1.
+///
+/// The node reads no clock and no OS randomness: time is [`Input::Tick`] and
+/// election timeouts come from a PRNG seeded by [`Config::seed`]. The same
+/// config, restored state and inputs give the same actions, bit for bit.
+///
+/// ```
+/// use raft_core::{Action, Config, Input, Membership, Node, Restored, Role};
+///
+/// let membership = Membership::with_voters([(1, "n1")]);
+/// let mut node = Node::new(Config::new(1), Restored::new_cluster(membership)).unwrap();
+/// while node.role() != Role::Leader {
+///     node.step(Input::Tick);
+/// }
+/// let actions = node.step(Input::Propose(vec!["hello".into()]));
+/// assert!(actions.iter().any(|a| matches!(a, Action::Apply(e) if e.len() == 1)));
+/// ```
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    rng: Rng,
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    log: Log,
+    commit: Index,
+    applied: Index,
+    /// The configuration in force: the latest in the log (paper section 6).
+    membership: Membership,
+    /// Index of the entry that carried `membership` (the snapshot's index if
+    /// it came from there).
+    membership_index: Index,
+    snapshot_membership: Membership,
+    election_elapsed: u32,
+    election_timeout: u32,
+    heartbeat_elapsed: u32,
+    votes_granted: BTreeSet<NodeId>,
+    votes_refused: BTreeSet<NodeId>,
+    progress: BTreeMap<NodeId, Progress>,
+    proposed: VecDeque<Proposed>,
+    /// Durable changes accumulated during this step, flushed as one
+    /// [`Action::Persist`] before the next action of any other kind.
+    pending: Persist,
+    out: Vec<Action>,
+    scratch: Vec<u64>,
+}
+
+impl Node {
+    /// Creates a node from its configuration and durable state. It starts as
+    /// a follower (paper section 5.2) with the restored term, vote and log.
+    pub fn new(config: Config, restored: Restored) -> Result<Node, NodeError> {
+        config.validate()?;
+        let Restored { hard_state, snapshot, entries } = restored;
+        let log = Log::new(snapshot.index, snapshot.term, entries);
+        log.check().map_err(NodeError::Restored)?;
+        if log.last_term() > hard_state.term {
+            return Err(NodeError::Restored(format!(
+                "last entry's term {} is above the stored term {}",
+                log.last_term(),
+                hard_state.term
+            )));
+        }
+        let mut node = Node {
+            rng: Rng::new(config.seed, config.id),
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            commit: snapshot.index,
+            applied: snapshot.index,
+            membership: snapshot.membership.clone(),
+            membership_index: snapshot.index,
+            snapshot_membership: snapshot.membership,
+            log,
+            election_elapsed: 0,
+            election_timeout: 0,
+            heartbeat_elapsed: 0,
+            votes_granted: BTreeSet::new(),
+            votes_refused: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            proposed: VecDeque::new(),
+            pending: Persist::default(),
+            out: Vec::new(),
+            scratch: Vec::new(),
+            config,
+        };
+        node.reload_membership();
+        node.reset_election_timer();
+        Ok(node)
+    }
+
+    /// Steps one input and returns the actions to execute, in order.
+    pub fn step(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.step_into(input, &mut out);
+        out
+    }
+
+    /// Like [`Node::step`], appending to `out` so a driver can reuse one buffer.
+    pub fn step_into(&mut self, input: Input, out: &mut Vec<Action>) {
+        std::mem::swap(&mut self.out, out);
+        let before = (self.role, self.leader);
+        match input {
+            Input::Tick => self.tick(),
+            Input::Message(m) => self.receive(m),
+            Input::Propose(commands) => self.propose(commands),
+        }
+        self.flush();
+        if (self.role, self.leader) != before {
+            self.out.push(Action::RoleChanged { role: self.role, term: self.term, leader: self.leader });
+        }
+        std::mem::swap(&mut self.out, out);
+        #[cfg(debug_assertions)]
+        if let Err(broken) = self.invariants() {
+            panic!("node {} broke an invariant: {broken}", self.config.id);
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    /// Its role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// Its term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    /// The leader it knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// Its commit index.
+    pub fn commit_index(&self) -> Index {
+        self.commit
+    }
+    /// The highest index handed to [`Action::Apply`].
+    pub fn applied_index(&self) -> Index {
+        self.applied
+    }
+    /// The last index in its log.
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+    /// The term of the entry at `index`, if it is in the log (or is the
+    /// snapshot's last entry).
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term_at(index)
+    }
+    /// The entry at `index`, if it is in the in-memory log.
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+    /// The configuration in force.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    /// The durable state as of now.
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote }
+    }
+    /// A leader's view of `peer`'s log.
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+
+    /// Everything at once, for operators.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit_index: self.commit,
+            applied_index: self.applied,
+            first_index: self.log.first_index(),
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            membership: self.membership.clone(),
+            progress: self
+                .progress
+                .iter()
+                .map(|(&id, p)| (id, p.match_index, p.next_index, p.state))
+                .collect(),
+        }
+    }
+
+    /// Checks the node's internal invariants; `Err` names the first broken one.
+    /// Run after every step in debug builds.
+    pub fn invariants(&self) -> Result<(), String> {
+        let last = self.log.last_index();
+        if self.commit > last {
+            return Err(format!("commit {} beyond last index {last}", self.commit));
+        }
+        if self.applied > self.commit {
+            return Err(format!("applied {} beyond commit {}", self.applied, self.commit));
+        }
+        if self.log.last_term() > self.term {
+            return Err(format!("last log term {} above current term {}", self.log.last_term(), self.term));
+        }
+        if self.log.snapshot_index() > self.commit {
+            return Err("snapshot beyond commit".into());
+        }
+        match self.role {
+            Role::Leader => {
+                if self.vote != Some(self.config.id) || self.leader != Some(self.config.id) {
+                    return Err("leader has not voted for itself or does not know it leads".into());
+                }
+                for (id, p) in &self.progress {
+                    if p.match_index > last || p.next_index <= p.match_index {
+                        return Err(format!("progress of {id} inconsistent: {p:?}, last {last}"));
+                    }
+                }
+            }
+            Role::Candidate => {
+                if self.vote != Some(self.config.id) || self.leader.is_some() {
+                    return Err("candidate has not voted for itself, or knows a leader".into());
+                }
+            }
+            Role::Follower => {
+                if !self.progress.is_empty() {
+                    return Err("follower tracks progress".into());
+                }
+            }
+        }
+        if !self.pending.is_empty() {
+            return Err("persist left unflushed after a step".into());
+        }
+        Ok(())
+    }
+
+    // ----- time -----
+
+    fn tick(&mut self) {
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            Role::Follower | Role::Candidate => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    self.campaign();
+                }
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        let stall_ticks = 2 * self.config.heartbeat_ticks;
+        let last = self.log.last_index();
+        let mut stalled = Vec::new();
+        for (&id, p) in self.progress.iter_mut() {
+            if p.state == ProgressState::Replicate && p.match_index < last && !p.inflight.is_empty() {
+                p.stalled_ticks += 1;
+                if p.stalled_ticks >= stall_ticks {
+                    // Messages were lost: start again from what is known to match.
+                    p.become_probe(p.match_index + 1);
+                    stalled.push(id);
+                }
+            }
+        }
+        for id in stalled {
+            self.send_append(id, false);
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout =
+            self.rng.range(self.config.election_ticks_min, self.config.election_ticks_max);
+    }
+
+    // ----- role transitions -----
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.pending.hard_state = Some(self.hard_state());
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+        self.votes_granted.clear();
+        self.votes_refused.clear();
+        self.reset_election_timer();
+    }
+
+    /// Paper section 5.2: increment the term, vote for self, ask everyone.
+    fn campaign(&mut self) {
+        if !self.membership.is_voter(self.config.id) {
+            // Learners and nodes outside the configuration never campaign.
+            self.reset_election_timer();
+            return;
+        }
+        self.term += 1;
+        self.vote = Some(self.config.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.pending.hard_state = Some(self.hard_state());
+        self.reset_election_timer();
+        self.votes_granted.clear();
+        self.votes_refused.clear();
+        self.votes_granted.insert(self.config.id);
+        if self.membership.vote_result(&self.votes_granted, &self.votes_refused) == VoteResult::Won {
+            self.become_leader();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.membership.members() {
+            if peer != self.config.id && self.membership.is_voter(peer) {
+                self.send(peer, Body::RequestVote { last_log_index, last_log_term });
+            }
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.heartbeat_elapsed = 0;
+        self.progress.clear();
+        let next = self.log.last_index() + 1;
+        for peer in self.membership.members() {
+            if peer != self.config.id {
+                self.progress.insert(peer, Progress::new(next));
+            }
+        }
+        // Paper section 5.4.2 / 8: a no-op of the new term lets earlier
+        // entries commit.
+        self.append_local(Payload::Noop);
+        self.maybe_commit();
+        self.broadcast_append();
+    }
+
+    // ----- messages -----
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        let m = Message { from: self.config.id, to, term: self.term, body };
+        self.emit(Action::Send(m));
+    }
+
+    /// Pushes an action, first flushing pending durable changes so that they
+    /// always precede whatever depends on them.
+    fn emit(&mut self, action: Action) {
+        self.flush();
+        self.out.push(action);
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let p = std::mem::take(&mut self.pending);
+            self.out.push(Action::Persist(p));
+        }
+    }
+
+    fn receive(&mut self, m: Message) {
+        if m.to != self.config.id || m.from == self.config.id || m.from == 0 {
+            return;
+        }
+        if m.term > self.term {
+            let leader = matches!(m.body, Body::AppendEntries { .. }).then_some(m.from);
+            self.become_follower(m.term, leader);
+        } else if m.term < self.term {
+            // Paper section 5.1: reject stale requests with our term so the
+            // sender steps down; ignore stale responses.
+            match m.body {
+                Body::RequestVote { .. } => self.send(m.from, Body::RequestVoteResponse { granted: false }),
+                Body::AppendEntries { prev_index, .. } => {
+                    let hint = ConflictHint { term: 0, index: self.log.last_index() + 1 };
+                    self.send(
+                        m.from,
+                        Body::AppendEntriesResponse(AppendResult::Reject { rejected_prev: prev_index, hint }),
+                    );
+                }
+                _ => {}
+            }
+            return;
+        }
+        match m.body {
+            Body::RequestVote { last_log_index, last_log_term } => {
+                self.on_request_vote(m.from, last_log_index, last_log_term)
+            }
+            Body::RequestVoteResponse { granted } => self.on_vote_response(m.from, granted),
+            Body::AppendEntries { prev_index, prev_term, entries, commit } => {
+                self.on_append(m.from, m.term, prev_index, prev_term, entries, commit)
+            }
+            Body::AppendEntriesResponse(result) => self.on_append_response(m.from, result),
+        }
+    }
+
+    fn on_request_vote(&mut self, candidate: NodeId, last_log_index: Index, last_log_term: Term) {
+        // One vote per term, first come first served (paper 5.2), only for a
+        // log at least as up to date as ours (5.4.1).
+        let can_vote = self.vote == Some(candidate) || (self.vote.is_none() && self.leader.is_none());
+        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        #[cfg(feature = "broken-rules")]
+        let up_to_date = up_to_date || crate::broken::skip_up_to_date_check();
+        let granted = can_vote && up_to_date;
+        if granted {
+            self.vote = Some(candidate);
+            #[cfg(feature = "broken-rules")]
+            let forget = crate::broken::forget_vote_persist();
+            #[cfg(not(feature = "broken-rules"))]
+            let forget = false;
+            if !forget {
+                self.pending.hard_state = Some(self.hard_state());
+            }
+            self.reset_election_timer();
+        }
+        self.send(candidate, Body::RequestVoteResponse { granted });
+    }
+
+    fn on_vote_response(&mut self, voter: NodeId, granted: bool) {
+        if self.role != Role::Candidate || !self.membership.is_voter(voter) {
+            return;
+        }
+        if granted {
+            self.votes_granted.insert(voter);
+        } else {
+            self.votes_refused.insert(voter);
+        }
+        match self.membership.vote_result(&self.votes_granted, &self.votes_refused) {
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
+        }
+    }
+
+    fn on_append(
+        &mut self,
+        from: NodeId,
+        msg_term: Term,
+        prev_index: Index,
+        prev_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: Index,
+    ) {
+        if self.role == Role::Leader {
+            // Two leaders in one term cannot happen (election safety); a
+            // message claiming so is bad input.
+            return;
+        }
+        if !well_formed(prev_index, prev_term, &entries, msg_term) {
+            return;
+        }
+        if self.role == Role::Candidate {
+            // Paper 5.2: a candidate that hears from a leader of its term yields.
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+
+        let proven = prev_index + entries.len() as Index;
+        let (mut prev, mut prev_term) = (prev_index, prev_term);
+        if prev < self.commit {
+            // Committed entries match the leader's (leader completeness):
+            // skip the prefix we already hold as committed.
+            let skip = (self.commit - prev).min(entries.len() as Index);
+            entries.drain(..skip as usize);
+            prev += skip;
+            if entries.is_empty() {
+                // Everything the message proves is already committed here.
+                self.send(from, Body::AppendEntriesResponse(AppendResult::Success { match_index: proven }));
+                return;
+            }
+            // Now prev == commit, whose term is always known.
+            let Some(t) = self.log.term_at(prev) else { return };
+            prev_term = t;
+        }
+        if self.log.term_at(prev) != Some(prev_term) {
+            let hint = self.conflict_hint(prev);
+            self.send(
+                from,
+                Body::AppendEntriesResponse(AppendResult::Reject { rejected_prev: prev_index, hint }),
+            );
+            return;
+        }
+        // Paper figure 2, receiver rules 3 and 4: drop the log from the first
+        // conflicting entry, append what is new; identical entries cause no write.
+        let last = self.log.last_index();
+        let first_new =
+            entries.iter().position(|e| e.index > last || self.log.term_at(e.index) != Some(e.term));
+        if let Some(k) = first_new {
+            let at = entries[k].index;
+            if at <= last {
+                if at <= self.commit {
+                    // A leader contradicting our committed log: bad input.
+                    return;
+                }
+                self.truncate_from(at);
+            }
+            for e in entries.drain(k..) {
+                self.append_entry(e);
+            }
+        }
+        // Rule 5: commit = min(leaderCommit, index of last new entry).
+        let new_commit = leader_commit.min(proven);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+            self.apply_committed();
+        }
+        self.send(from, Body::AppendEntriesResponse(AppendResult::Success { match_index: proven }));
+    }
+
+    fn conflict_hint(&self, prev: Index) -> ConflictHint {
+        match self.log.term_at(prev) {
+            None => ConflictHint { term: 0, index: self.log.last_index() + 1 },
+            Some(term) => {
+                let floor = self.commit + 1;
+                ConflictHint { term, index: self.log.first_index_of_term_run(prev, term, floor) }
+            }
+        }
+    }
+
+    fn on_append_response(&mut self, from: NodeId, result: AppendResult) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        match result {
+            AppendResult::Success { match_index } => {
+                if match_index > last {
+                    return;
+                }
+                if p.acked(match_index) {
+                    self.maybe_commit();
+                }
+                self.send_append(from, false);
+            }
+            AppendResult::Reject { rejected_prev, hint } => {
+                let stale = match p.state {
+                    ProgressState::Replicate => rejected_prev <= p.match_index,
+                    ProgressState::Probe => rejected_prev + 1 != p.next_index,
+                };
+                if stale {
+                    return;
+                }
+                let next = match self.log.last_index_of_term(hint.term) {
+                    Some(i) if hint.term != 0 => i + 1,
+                    _ => hint.index,
+                };
+                let p = self.progress.get_mut(&from).expect("checked above");
+                p.become_probe(next.min(rejected_prev).max(1));
+                self.send_append(from, false);
+            }
+        }
+    }
+
+    // ----- replication -----
+
+    fn propose(&mut self, commands: Vec<Bytes>) {
+        let count = commands.len();
+        let reject = if self.role != Role::Leader {
+            Some(ProposeError::NotLeader { leader_hint: self.leader })
+        } else if commands.is_empty() {
+            Some(ProposeError::Empty)
+        } else {
+            let max = self.config.bytes_per_message_max;
+            commands.iter().find(|c| c.len() > max).map(|c| ProposeError::TooLarge { size: c.len(), max })
+        };
+        if let Some(error) = reject {
+            self.emit(Action::ProposalRejected { count, error });
+            return;
+        }
+        let first_index = self.log.last_index() + 1;
+        for c in commands {
+            self.append_local(Payload::Command(c));
+        }
+        let last_index = self.log.last_index();
+        self.proposed.push_back(Proposed { term: self.term, first: first_index, last: last_index });
+        self.emit(Action::ProposalAccepted { term: self.term, first_index, last_index });
+        self.maybe_commit();
+        self.broadcast_append();
+    }
+
+    /// Appends a new entry of the current term (leader only).
+    fn append_local(&mut self, payload: Payload) {
+        let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
+        self.append_entry(entry);
+    }
+
+    fn append_entry(&mut self, entry: Entry) {
+        if let Payload::Membership(m) = &entry.payload {
+            self.membership = m.clone();
+            self.membership_index = entry.index;
+        }
+        self.pending.entries.push(entry.clone());
+        self.log.push(entry);
+    }
+
+    fn truncate_from(&mut self, index: Index) {
+        if !self.pending.entries.is_empty() || self.pending.truncate_from.is_some() {
+            self.flush();
+        }
+        self.pending.truncate_from = Some(index);
+        self.log.truncate_from(index);
+        if self.membership_index >= index {
+            self.reload_membership();
+        }
+        while let Some(p) = self.proposed.back_mut() {
+            if p.last < index {
+                break;
+            }
+            let lost = Lost { term: p.term, first_index: p.first.max(index), last_index: p.last };
+            if p.first >= index {
+                self.proposed.pop_back();
+            } else {
+                p.last = index - 1;
+            }
+            self.out.push(Action::ProposalLost(lost));
+        }
+    }
+
+    /// The configuration in force is the latest one in the log (paper 6).
+    fn reload_membership(&mut self) {
+        let mut found = None;
+        let mut i = self.log.last_index();
+        while i > self.log.snapshot_index() {
+            if let Some(Entry { payload: Payload::Membership(m), .. }) = self.log.entry(i) {
+                found = Some((m.clone(), i));
+                break;
+            }
+            i -= 1;
+        }
+        let (m, i) = found.unwrap_or_else(|| (self.snapshot_membership.clone(), self.log.snapshot_index()));
+        self.membership = m;
+        self.membership_index = i;
+    }
+
+    /// Paper 5.3/5.4.2: commit the highest index on a quorum, but only by
+    /// counting replicas of an entry from the current term (figure 8).
+    fn maybe_commit(&mut self) {
+        let (me, last) = (self.config.id, self.log.last_index());
+        let progress = &self.progress;
+        let quorum = self
+            .membership
+            .committed_index(&mut self.scratch, |id| {
+                if id == me {
+                    last
+                } else {
+                    progress.get(&id).map_or(0, |p| p.match_index)
+                }
+            })
+            .min(last);
+        #[cfg(feature = "broken-rules")]
+        let current_term_only = !crate::broken::commit_old_term_by_counting();
+        #[cfg(not(feature = "broken-rules"))]
+        let current_term_only = true;
+        if quorum > self.commit && (!current_term_only || self.log.term_at(quorum) == Some(self.term)) {
+            self.commit = quorum;
+            self.apply_committed();
+            // Tell followers at once rather than at the next heartbeat.
+            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+            for peer in peers {
+                self.send_append(peer, true);
+            }
+        }
+    }
+
+    fn apply_committed(&mut self) {
+        if self.commit <= self.applied {
+            return;
+        }
+        let entries: Vec<Entry> = self.log.range(self.applied + 1, self.commit).cloned().collect();
+        self.applied = self.commit;
+        while let Some(p) = self.proposed.front_mut() {
+            if p.last <= self.applied {
+                self.proposed.pop_front();
+            } else {
+                p.first = p.first.max(self.applied + 1);
+                break;
+            }
+        }
+        self.emit(Action::Apply(entries));
+    }
+
+    fn broadcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_append(peer, false);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            if let Some(p) = self.progress.get_mut(&peer) {
+                if p.state == ProgressState::Probe {
+                    // A lost probe is re-sent once per heartbeat interval.
+                    p.probe_sent = false;
+                }
+            }
+            self.send_append(peer, true);
+        }
+    }
+
+    /// Sends what `peer` lacks, as flow control allows. With `or_empty`, a
+    /// peer that needs nothing (or cannot take more now) gets an empty
+    /// AppendEntries: a heartbeat carrying the commit index.
+    fn send_append(&mut self, peer: NodeId, or_empty: bool) {
+        let last = self.log.last_index();
+        let (max_entries, max_bytes, max_inflight) = (
+            self.config.entries_per_message_max,
+            self.config.bytes_per_message_max,
+            self.config.inflight_messages_max,
+        );
+        let mut sent_any = false;
+        loop {
+            let Some(p) = self.progress.get(&peer) else { return };
+            let probing = p.state == ProgressState::Probe;
+            if !p.can_send(max_inflight) || (p.next_index > last && !(probing && or_empty && !sent_any)) {
+                break;
+            }
+            let from = p.next_index;
+            let prev = from - 1;
+            let Some(prev_term) = self.log.term_at(prev) else { return };
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            for e in self.log.range(from, last).take(max_entries) {
+                bytes += e.size_bytes();
+                if !entries.is_empty() && bytes > max_bytes {
+                    break;
+                }
+                entries.push(e.clone());
+            }
+            let sent_last = prev + entries.len() as Index;
+            self.progress.get_mut(&peer).expect("checked above").sent(sent_last);
+            self.send(
+                peer,
+                Body::AppendEntries { prev_index: prev, prev_term, entries, commit: self.commit },
+            );
+            sent_any = true;
+            if probing {
+                break;
+            }
+        }
+        if or_empty && !sent_any {
+            // Heartbeat at the known match: it cannot be rejected by a
+            // correct follower and proves the follower's commit bound.
+            let Some(p) = self.progress.get(&peer) else { return };
+            let prev = p.match_index;
+            let Some(prev_term) = self.log.term_at(prev) else { return };
+            self.send(
+                peer,
+                Body::AppendEntries { prev_index: prev, prev_term, entries: Vec::new(), commit: self.commit },
+            );
+        }
+    }
+}
+
+/// An AppendEntries whose entries are contiguous from `prev_index + 1`, with
+/// terms that never decrease, start no lower than `prev_term` and never
+/// exceed the leader's term.
+fn well_formed(prev_index: Index, prev_term: Term, entries: &[Entry], msg_term: Term) -> bool {
+    if prev_term > msg_term {
+        return false;
+    }
+    let mut expect = (prev_index, prev_term);
+    for e in entries {
+        if Some(e.index) != expect.0.checked_add(1) || e.term < expect.1 || e.term > msg_term {
+            return false;
+        }
+        expect = (e.index, e.term);
+    }
+    true
+}

@@ -1,0 +1,139 @@
+//! What the leader knows of each follower's log: the match and next indexes
+//! (paper figure 2) and the flow-control state that decides when to send.
+
+use std::collections::VecDeque;
+
+use crate::message::Index;
+
+/// How the leader is currently sending to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// The follower's match is unknown: one AppendEntries at a time, each
+    /// waiting for its answer (or a heartbeat interval) before the next.
+    Probe,
+    /// The follower is known to match: entries are pipelined, up to
+    /// `inflight_messages_max` messages ahead of its acknowledgements.
+    Replicate,
+}
+
+/// The leader's view of one follower.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to be replicated on the follower.
+    pub match_index: Index,
+    /// Next index to send.
+    pub next_index: Index,
+    /// Sending mode.
+    pub state: ProgressState,
+    /// In probe state: a probe is outstanding, wait before sending another.
+    pub(crate) probe_sent: bool,
+    /// Last index of each AppendEntries in flight (replicate state).
+    pub(crate) inflight: VecDeque<Index>,
+    /// Ticks since `match_index` last advanced while entries were in flight.
+    pub(crate) stalled_ticks: u32,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: Index) -> Self {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            stalled_ticks: 0,
+        }
+    }
+
+    /// Messages currently in flight.
+    pub fn inflight_messages(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Whether another AppendEntries may be sent now.
+    pub(crate) fn can_send(&self, inflight_max: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() < inflight_max,
+        }
+    }
+
+    /// Records that entries through `last` were sent.
+    pub(crate) fn sent(&mut self, last: Index) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                self.next_index = last + 1;
+                self.inflight.push_back(last);
+            }
+        }
+    }
+
+    /// The follower acknowledged `index`. Returns whether match advanced.
+    pub(crate) fn acked(&mut self, index: Index) -> bool {
+        let advanced = index > self.match_index;
+        if advanced {
+            self.match_index = index;
+            self.stalled_ticks = 0;
+        }
+        self.next_index = self.next_index.max(index + 1);
+        while self.inflight.front().is_some_and(|&last| last <= index) {
+            self.inflight.pop_front();
+        }
+        if self.state == ProgressState::Probe {
+            self.become_replicate();
+        }
+        advanced
+    }
+
+    pub(crate) fn become_probe(&mut self, next_index: Index) {
+        self.state = ProgressState::Probe;
+        self.next_index = next_index.max(self.match_index + 1);
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.stalled_ticks = 0;
+    }
+
+    fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.stalled_ticks = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_at_a_time_then_pipelines() {
+        let mut p = Progress::new(5);
+        assert!(p.can_send(4));
+        p.sent(7);
+        assert!(!p.can_send(4), "a probe waits for its answer");
+        assert_eq!(p.next_index, 5, "probing does not advance next optimistically");
+        assert!(p.acked(7));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert_eq!(p.next_index, 8);
+        for last in [9, 11, 13, 15] {
+            assert!(p.can_send(4));
+            p.sent(last);
+        }
+        assert!(!p.can_send(4), "window of 4 is full");
+        p.acked(11);
+        assert_eq!(p.inflight_messages(), 2);
+        assert!(p.can_send(4));
+        assert_eq!(p.next_index, 16);
+    }
+
+    #[test]
+    fn stale_ack_does_not_regress() {
+        let mut p = Progress::new(1);
+        p.acked(10);
+        assert!(!p.acked(4));
+        assert_eq!(p.match_index, 10);
+        assert_eq!(p.next_index, 11);
+    }
+}
