@@ -15,6 +15,9 @@ pub enum BrokenRule {
     ForgetVotePersist,
     /// Grant votes without the log up-to-date check (5.4.1).
     SkipUpToDateCheck,
+    /// A follower treats every entry it stores as committed and applies it
+    /// at once, without waiting for the leader's commit index.
+    ApplyBeforeCommit,
 }
 
 thread_local! {
@@ -47,4 +50,7 @@ pub(crate) fn forget_vote_persist() -> bool {
 }
 pub(crate) fn skip_up_to_date_check() -> bool {
     is(BrokenRule::SkipUpToDateCheck)
+}
+pub(crate) fn apply_before_commit() -> bool {
+    is(BrokenRule::ApplyBeforeCommit)
 }

@@ -694,6 +694,8 @@ impl Node {
             }
         }
         // Rule 5: commit = min(leaderCommit, index of last new entry).
+        #[cfg(feature = "broken-rules")]
+        let leader_commit = if crate::broken::apply_before_commit() { proven } else { leader_commit };
         let new_commit = leader_commit.min(proven);
         if new_commit > self.commit {
             self.commit = new_commit;
