@@ -35,8 +35,9 @@ pub enum Payload {
     Noop,
     /// An application command, opaque to Raft.
     Command(Bytes),
-    /// A configuration (paper section 6).
-    Membership(Membership),
+    /// A configuration (paper section 6). Boxed: configurations are rare and
+    /// large, and every entry is as big as the largest variant.
+    Membership(Box<Membership>),
 }
 
 impl Entry {

@@ -784,7 +784,7 @@ impl Node {
 
     fn append_entry(&mut self, entry: Entry) {
         if let Payload::Membership(m) = &entry.payload {
-            self.membership = m.clone();
+            self.membership = (**m).clone();
             self.membership_index = entry.index;
         }
         self.pending.entries.push(entry.clone());
@@ -820,7 +820,7 @@ impl Node {
         let mut i = self.log.last_index();
         while i > self.log.snapshot_index() {
             if let Some(Entry { payload: Payload::Membership(m), .. }) = self.log.entry(i) {
-                found = Some((m.clone(), i));
+                found = Some(((**m).clone(), i));
                 break;
             }
             i -= 1;
@@ -853,10 +853,7 @@ impl Node {
             self.commit = quorum;
             self.apply_committed();
             // Tell followers at once rather than at the next heartbeat.
-            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-            for peer in peers {
-                self.send_append(peer, true);
-            }
+            self.broadcast_append();
         }
     }
 
@@ -899,7 +896,8 @@ impl Node {
 
     /// Sends what `peer` lacks, as flow control allows. With `or_empty`, a
     /// peer that needs nothing (or cannot take more now) gets an empty
-    /// AppendEntries: a heartbeat carrying the commit index.
+    /// AppendEntries: a heartbeat carrying the commit index. Without it, an
+    /// empty AppendEntries goes only to a follower whose known commit lags.
     fn send_append(&mut self, peer: NodeId, or_empty: bool) {
         let last = self.log.last_index();
         let (max_entries, max_bytes, max_inflight) = (
@@ -927,7 +925,10 @@ impl Node {
                 entries.push(e.clone());
             }
             let sent_last = prev + entries.len() as Index;
-            self.progress.get_mut(&peer).expect("checked above").sent(sent_last);
+            let commit = self.commit;
+            let p = self.progress.get_mut(&peer).expect("checked above");
+            p.sent(sent_last);
+            p.commit_conveyed = p.commit_conveyed.max(commit.min(sent_last));
             self.send(
                 peer,
                 Body::AppendEntries { prev_index: prev, prev_term, entries, commit: self.commit },
@@ -937,11 +938,16 @@ impl Node {
                 break;
             }
         }
-        if or_empty && !sent_any {
-            // Heartbeat at the known match: it cannot be rejected by a
-            // correct follower and proves the follower's commit bound.
-            let Some(p) = self.progress.get(&peer) else { return };
+        let Some(p) = self.progress.get_mut(&peer) else { return };
+        // A follower that holds committed entries it does not know are
+        // committed hears so now rather than at the next heartbeat.
+        let commit_behind =
+            p.state == ProgressState::Replicate && self.commit.min(p.match_index) > p.commit_conveyed;
+        if !sent_any && (or_empty || commit_behind) {
+            // Empty AppendEntries at the known match: it cannot be rejected
+            // by a correct follower and proves the follower's commit bound.
             let prev = p.match_index;
+            p.commit_conveyed = p.commit_conveyed.max(self.commit.min(prev));
             let Some(prev_term) = self.log.term_at(prev) else { return };
             self.send(
                 peer,

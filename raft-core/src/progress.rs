@@ -31,6 +31,9 @@ pub struct Progress {
     pub(crate) inflight: VecDeque<Index>,
     /// Ticks since `match_index` last advanced while entries were in flight.
     pub(crate) stalled_ticks: u32,
+    /// The highest commit index this follower has been told about (in a
+    /// message whose entries prove it may commit that far).
+    pub(crate) commit_conveyed: Index,
 }
 
 impl Progress {
@@ -42,6 +45,7 @@ impl Progress {
             probe_sent: false,
             inflight: VecDeque::new(),
             stalled_ticks: 0,
+            commit_conveyed: 0,
         }
     }
 
