@@ -1,0 +1,64 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use raft_core::{Entry, HardState, Index, Membership, Payload, Persist, SnapshotMeta, Term};
+use raft_storage::{FileStorage, Options, Recovered, StorageError};
+
+/// An entry whose payload names its index, so tests can check every byte.
+pub fn entry(index: Index, term: Term) -> Entry {
+    Entry { term, index, payload: Payload::Command(format!("entry {index} of term {term}").into()) }
+}
+
+pub fn append(range: std::ops::RangeInclusive<Index>, term: Term) -> Persist {
+    Persist { entries: range.map(|i| entry(i, term)).collect(), ..Persist::default() }
+}
+
+pub fn hard_state(term: Term, vote: Option<u64>) -> Persist {
+    Persist { hard_state: Some(HardState { term, vote }), ..Persist::default() }
+}
+
+pub fn truncate(from: Index) -> Persist {
+    Persist { truncate_from: Some(from), ..Persist::default() }
+}
+
+pub fn meta(index: Index, term: Term) -> SnapshotMeta {
+    SnapshotMeta { index, term, membership: Membership::with_voters([(1, "127.0.0.1:7001")]) }
+}
+
+pub fn open(dir: &Path, options: &Options) -> Result<(FileStorage, Recovered), StorageError> {
+    FileStorage::open(dir, options.clone())
+}
+
+/// Every file in `dir` with its contents, sorted by name.
+pub fn snapshot_dir(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "LOCK")
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+pub fn flip_bit(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x10;
+    fs::write(path, bytes).unwrap();
+}
