@@ -1,0 +1,382 @@
+//! The safety invariants of SCENARIOS.md section D, checked incrementally
+//! after every simulated event.
+//!
+//! Nothing here rescans whole logs per event. The checker keeps, per node, a
+//! shadow of the in-memory log's terms (fed by the `Persist` actions, which
+//! carry every log change), and globally: one record per `(index, term)` ever
+//! appended (log matching), the committed prefix (state machine safety,
+//! leader completeness), and the leader of each term (election safety).
+
+use std::fmt;
+
+use raft_core::{Entry, Index, Node, NodeId, Payload, Persist, Role, Term};
+
+use crate::disk::Disk;
+
+/// A property of section D (plus the end-of-run checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Property {
+    /// At most one leader per term.
+    ElectionSafety,
+    /// Same index and term: same entry and same prefix.
+    LogMatching,
+    /// A leader holds every entry committed before its term.
+    LeaderCompleteness,
+    /// A committed entry is on a quorum of disks, and never removed.
+    CommittedDurable,
+    /// A granted vote goes to a candidate holding the voter's committed entries.
+    VoteImpliesCommitted,
+    /// No two nodes commit or apply different entries at one index.
+    StateMachineSafety,
+    /// A node's commit index never decreases (within one lifetime).
+    CommitMonotonic,
+    /// A node applies each index once, in increasing order.
+    ApplyOrder,
+    /// The client history is linearizable.
+    Linearizability,
+    /// After healing, pending operations complete and nodes converge.
+    Liveness,
+}
+
+/// The first broken property and what broke it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which property.
+    pub property: Property,
+    /// The evidence.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.property, self.detail)
+    }
+}
+
+/// A cheap content hash of an entry's payload (FNV-1a).
+pub fn payload_hash(p: &Payload) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    match p {
+        Payload::Noop => eat(b"noop"),
+        Payload::Command(c) => eat(c),
+        Payload::Membership(m) => eat(format!("{m:?}").as_bytes()),
+    }
+    h
+}
+
+#[derive(Clone, Debug, Default)]
+struct NodeView {
+    /// Terms of the in-memory log, index 1 first.
+    log: Vec<Term>,
+    commit: Index,
+    applied: Index,
+    role: Option<Role>,
+    term: Term,
+}
+
+/// Incremental checker of the section D invariants.
+#[derive(Clone, Debug)]
+pub struct Checker {
+    majority: usize,
+    nodes: Vec<NodeView>,
+    /// `leaders[term]`: the leader of that term (0: none seen).
+    leaders: Vec<NodeId>,
+    /// Per index (index 1 first): every `(term, prev_term, payload hash)` seen.
+    appended: Vec<Vec<(Term, Term, u64)>>,
+    /// Terms of the committed prefix, index 1 first.
+    committed: Vec<Term>,
+    /// Highest index any node has applied.
+    applied_max: Index,
+    /// The first violation, if any.
+    pub violation: Option<Violation>,
+    /// Checks performed, for statistics.
+    pub checks: u64,
+}
+
+impl Checker {
+    /// A checker for nodes whose durable state is `disks` (node 1 first).
+    pub fn new(disks: &[&Disk]) -> Self {
+        let n = disks.len();
+        let mut c = Checker {
+            majority: n / 2 + 1,
+            nodes: Vec::new(),
+            leaders: Vec::new(),
+            appended: Vec::new(),
+            committed: Vec::new(),
+            applied_max: 0,
+            violation: None,
+            checks: 0,
+        };
+        for disk in disks {
+            let mut log = Vec::new();
+            for e in disk.entries() {
+                let prev = log.last().copied().unwrap_or(0);
+                c.record_append(e.index as usize - 1, e.term, prev, payload_hash(&e.payload));
+                log.push(e.term);
+            }
+            c.nodes.push(NodeView { log, ..NodeView::default() });
+        }
+        c
+    }
+
+    fn fail(&mut self, property: Property, detail: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation { property, detail });
+        }
+    }
+
+    /// The committed prefix's length (the highest index known committed).
+    pub fn committed_index(&self) -> Index {
+        self.committed.len() as Index
+    }
+
+    /// The leader recorded for `term`, if any.
+    pub fn leader_of(&self, term: Term) -> Option<NodeId> {
+        self.leaders.get(term as usize).copied().filter(|&l| l != 0)
+    }
+
+    /// Returns false (and records a violation) when `(index, term)` was
+    /// seen before with different content or a different predecessor.
+    fn record_append(&mut self, at: usize, term: Term, prev_term: Term, hash: u64) -> bool {
+        if self.appended.len() <= at {
+            self.appended.resize_with(at + 1, Vec::new);
+        }
+        let slot = &mut self.appended[at];
+        match slot.iter().find(|(t, _, _)| *t == term) {
+            None => {
+                slot.push((term, prev_term, hash));
+                true
+            }
+            Some(&(_, p, h)) => {
+                // Hash 0 stands for "set up by the scenario, content unknown".
+                if p != prev_term || (h != hash && h != 0 && hash != 0) {
+                    let detail = format!(
+                        "two entries at index {} term {term}: prev term {p} vs {prev_term}, content {h:x} vs {hash:x}",
+                        at + 1
+                    );
+                    self.fail(Property::LogMatching, detail);
+                    return false;
+                }
+                if h == 0 {
+                    slot.iter_mut().find(|(t, _, _)| *t == term).expect("found above").2 = hash;
+                }
+                true
+            }
+        }
+    }
+
+    /// A node stepped and its log changed as `p` says (in memory; the disk
+    /// may lag). Call before [`Checker::after_step`].
+    pub fn on_log_change(&mut self, node: usize, p: &Persist) {
+        self.checks += 1;
+        if let Some(from) = p.truncate_from {
+            let view = &self.nodes[node];
+            let k = (view.log.len()).min(self.committed.len());
+            if from as usize <= k && k > 0 && view.log[k - 1] == self.committed[k - 1] {
+                let detail = format!(
+                    "node {} truncates its log from {from}, dropping committed entry {k} (term {})",
+                    node + 1,
+                    self.committed[k - 1]
+                );
+                self.fail(Property::CommittedDurable, detail);
+            }
+            self.nodes[node].log.truncate((from as usize).saturating_sub(1));
+        }
+        for e in &p.entries {
+            let at = e.index as usize - 1;
+            let view = &self.nodes[node];
+            debug_assert_eq!(view.log.len(), at);
+            let prev = if at == 0 { 0 } else { view.log[at - 1] };
+            if !self.record_append(at, e.term, prev, payload_hash(&e.payload)) {
+                let detail = format!("{} (node {})", self.violation_detail(), node + 1);
+                if let Some(v) = self.violation.as_mut() {
+                    v.detail = detail;
+                }
+            }
+            self.nodes[node].log.push(e.term);
+        }
+    }
+
+    fn violation_detail(&self) -> String {
+        self.violation.as_ref().map(|v| v.detail.clone()).unwrap_or_default()
+    }
+
+    /// After a node stepped: roles, terms, commit index.
+    pub fn after_step(&mut self, node: usize, n: &Node) {
+        self.checks += 1;
+        let id = node as NodeId + 1;
+        let (role, term) = (n.role(), n.term());
+        let view = &self.nodes[node];
+        if view.role != Some(role) || view.term != term {
+            if role == Role::Leader {
+                self.on_new_leader(node, term);
+            }
+            let view = &mut self.nodes[node];
+            view.role = Some(role);
+            view.term = term;
+        }
+        let commit = n.commit_index();
+        let view = &self.nodes[node];
+        if commit < view.commit {
+            let detail = format!("node {id} commit went from {} to {commit}", view.commit);
+            self.fail(Property::CommitMonotonic, detail);
+            return;
+        }
+        if commit > view.commit {
+            let from = view.commit;
+            for i in from + 1..=commit {
+                let at = i as usize - 1;
+                let Some(&t) = self.nodes[node].log.get(at) else {
+                    self.fail(Property::StateMachineSafety, format!("node {id} commits {i} beyond its log"));
+                    return;
+                };
+                if at < self.committed.len() {
+                    if self.committed[at] != t {
+                        let detail = format!(
+                            "node {id} commits index {i} with term {t}, but term {} was committed there",
+                            self.committed[at]
+                        );
+                        self.fail(Property::StateMachineSafety, detail);
+                        return;
+                    }
+                } else {
+                    self.committed.push(t);
+                }
+            }
+            self.nodes[node].commit = commit;
+        }
+    }
+
+    fn on_new_leader(&mut self, node: usize, term: Term) {
+        let id = node as NodeId + 1;
+        let t = term as usize;
+        if self.leaders.len() <= t {
+            self.leaders.resize(t + 1, 0);
+        }
+        if self.leaders[t] != 0 && self.leaders[t] != id {
+            let detail = format!("nodes {} and {id} both lead term {term}", self.leaders[t]);
+            self.fail(Property::ElectionSafety, detail);
+            return;
+        }
+        self.leaders[t] = id;
+        // Leader completeness: by log matching, holding the last committed
+        // entry means holding the whole committed prefix.
+        let k = self.committed.len();
+        let log = &self.nodes[node].log;
+        if k > 0 && (log.len() < k || log[k - 1] != self.committed[k - 1]) {
+            let detail = format!(
+                "node {id} leads term {term} without committed entry {k} (term {}); its log has {} entries",
+                self.committed[k - 1],
+                log.len()
+            );
+            self.fail(Property::LeaderCompleteness, detail);
+        }
+    }
+
+    /// The driver applies `e` on `node`; `disks` are every node's disk.
+    pub fn on_apply(&mut self, node: usize, e: &Entry, disks: &[&Disk]) {
+        self.checks += 1;
+        let id = node + 1;
+        let view = &mut self.nodes[node];
+        if e.index != view.applied + 1 {
+            let detail = format!("node {id} applies {} after {}", e.index, view.applied);
+            self.fail(Property::ApplyOrder, detail);
+            return;
+        }
+        view.applied = e.index;
+        let at = e.index as usize - 1;
+        match self.committed.get(at) {
+            Some(&t) if t == e.term => {}
+            Some(&t) => {
+                let detail = format!("node {id} applies {}/{} but {}/{t} is committed", e.index, e.term, e.index);
+                self.fail(Property::StateMachineSafety, detail);
+                return;
+            }
+            None => {
+                let detail = format!("node {id} applies {} beyond every commit index", e.index);
+                self.fail(Property::StateMachineSafety, detail);
+                return;
+            }
+        }
+        if e.index > self.applied_max {
+            self.applied_max = e.index;
+            let holders = disks.iter().filter(|d| d.term_at(e.index) == Some(e.term)).count();
+            if holders < self.majority {
+                let detail = format!(
+                    "entry {}/{} applied on node {id} but durable on only {holders} disks",
+                    e.index, e.term
+                );
+                self.fail(Property::CommittedDurable, detail);
+            }
+        }
+    }
+
+    /// `voter` (whose committed prefix ends at `voter_commit`) grants its
+    /// vote to `candidate`, which is campaigning in `term`.
+    pub fn on_vote_granted(&mut self, voter: usize, candidate: &Node, term: Term) {
+        self.checks += 1;
+        if candidate.role() != Role::Candidate || candidate.term() != term {
+            return;
+        }
+        let c = self.nodes[voter].commit;
+        if c == 0 {
+            return;
+        }
+        let want = self.nodes[voter].log.get(c as usize - 1).copied();
+        if candidate.term_at(c) != want {
+            let detail = format!(
+                "node {} grants its vote in term {term} to node {} which lacks committed entry {c}",
+                voter + 1,
+                candidate.id()
+            );
+            self.fail(Property::VoteImpliesCommitted, detail);
+        }
+    }
+
+    /// A node restarted from `disk`: its memory is the disk's content.
+    pub fn on_restart(&mut self, node: usize, disk: &Disk) {
+        let log: Vec<Term> = disk.entries().iter().map(|e| e.term).collect();
+        self.nodes[node] = NodeView { log, ..NodeView::default() };
+    }
+
+    /// Feeds a fabricated observation: `node` claims to lead `term`. For
+    /// tests that show the checker has teeth.
+    pub fn observe_leader(&mut self, node: usize, term: Term) {
+        self.on_new_leader(node, term);
+    }
+
+    /// The last term of each node's in-memory log (by the shadow).
+    pub fn log_len(&self, node: usize) -> usize {
+        self.nodes[node].log.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fabricated_two_leaders_in_one_term_are_caught() {
+        let d = Disk::default();
+        let mut c = Checker::new(&[&d, &d, &d]);
+        c.observe_leader(0, 2);
+        assert!(c.violation.is_none());
+        c.observe_leader(1, 2);
+        assert_eq!(c.violation.as_ref().map(|v| v.property), Some(Property::ElectionSafety));
+    }
+
+    #[test]
+    fn conflicting_entries_at_one_index_and_term_are_caught() {
+        let d = Disk::default();
+        let mut c = Checker::new(&[&d, &d]);
+        let e = |payload: &'static [u8]| Entry { index: 1, term: 1, payload: Payload::Command(payload.into()) };
+        c.on_log_change(0, &Persist { entries: vec![e(b"a")], ..Persist::default() });
+        c.on_log_change(1, &Persist { entries: vec![e(b"b")], ..Persist::default() });
+        assert_eq!(c.violation.as_ref().map(|v| v.property), Some(Property::LogMatching));
+    }
+}

@@ -1,0 +1,127 @@
+//! Fault plans: which faults a random run injects and at which rates, all
+//! derived from the seed (and printed, so a failure says what was active).
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::event::Time;
+use crate::network::NetConfig;
+
+/// The fault families a run may draw from (the CLI's `--faults`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultKinds {
+    /// Loss, duplication, long delays (reordering).
+    pub network: bool,
+    /// Symmetric and asymmetric partitions.
+    pub partition: bool,
+    /// Crash and restart from the durable state.
+    pub crash: bool,
+    /// Pause and resume (SIGSTOP/SIGCONT).
+    pub pause: bool,
+    /// Slow disk: syncs take time, and a crash loses the unsynced writes.
+    pub disk: bool,
+}
+
+impl FaultKinds {
+    /// Every fault family.
+    pub const ALL: FaultKinds = FaultKinds { network: true, partition: true, crash: true, pause: true, disk: true };
+    /// No faults.
+    pub const NONE: FaultKinds =
+        FaultKinds { network: false, partition: false, crash: false, pause: false, disk: false };
+}
+
+impl FromStr for FaultKinds {
+    type Err = String;
+    /// `all`, `none`, or a comma list of `network,partition,crash,pause,disk`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => return Ok(FaultKinds::ALL),
+            "none" => return Ok(FaultKinds::NONE),
+            _ => {}
+        }
+        let mut k = FaultKinds::NONE;
+        for part in s.split(',') {
+            match part.trim() {
+                "network" | "net" => k.network = true,
+                "partition" => k.partition = true,
+                "crash" => k.crash = true,
+                "pause" => k.pause = true,
+                "disk" => k.disk = true,
+                other => return Err(format!("unknown fault {other:?}: use all, none, network, partition, crash, pause, disk")),
+            }
+        }
+        Ok(k)
+    }
+}
+
+/// The concrete faults and rates of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultPlan {
+    /// Network rates during the safety phase.
+    pub net: NetConfig,
+    /// Mean interval between partition changes (`None`: never).
+    pub partition_every_ms: Option<Time>,
+    /// Mean interval between crashes.
+    pub crash_every_ms: Option<Time>,
+    /// Mean interval between pauses.
+    pub pause_every_ms: Option<Time>,
+    /// Maximum sync latency (0: syncs are instantaneous).
+    pub disk_latency_max_ms: Time,
+}
+
+impl FaultPlan {
+    /// Draws a plan from `rng`, restricted to `kinds`. Each enabled family is
+    /// still switched on per seed with high probability, so that sweeps cover
+    /// both single faults and combinations.
+    pub fn from_rng(rng: &mut ChaCha8Rng, kinds: FaultKinds) -> Self {
+        let lat_min = rng.gen_range(1..=3);
+        let mut net = NetConfig {
+            latency_min_ms: lat_min,
+            latency_max_ms: lat_min + rng.gen_range(0..=25),
+            ..NetConfig::reliable()
+        };
+        if kinds.network && rng.gen_bool(0.8) {
+            net.loss = [0.0, 0.01, 0.05, 0.1, 0.2, 0.3][rng.gen_range(0..6)];
+            net.duplicate = [0.0, 0.01, 0.05][rng.gen_range(0..3)];
+            net.long_delay = [0.0, 0.01, 0.05][rng.gen_range(0..3)];
+            net.long_delay_max_ms = rng.gen_range(50..=500);
+        }
+        let every = |rng: &mut ChaCha8Rng, on: bool, lo: Time, hi: Time| {
+            (on && rng.gen_bool(0.8)).then(|| rng.gen_range(lo..=hi))
+        };
+        let partition_every_ms = every(rng, kinds.partition, 100, 1500);
+        let crash_every_ms = every(rng, kinds.crash, 200, 2000);
+        let pause_every_ms = every(rng, kinds.pause, 200, 2000);
+        let disk_latency_max_ms = if kinds.disk && rng.gen_bool(0.5) { rng.gen_range(1..=10) } else { 0 };
+        FaultPlan { net, partition_every_ms, crash_every_ms, pause_every_ms, disk_latency_max_ms }
+    }
+
+    /// No faults, reliable network.
+    pub fn none() -> Self {
+        FaultPlan {
+            net: NetConfig::reliable(),
+            partition_every_ms: None,
+            crash_every_ms: None,
+            pause_every_ms: None,
+            disk_latency_max_ms: 0,
+        }
+    }
+}
+
+impl fmt::Display for FaultPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |o: Option<Time>| o.map_or("off".to_string(), |t| format!("~{t}ms"));
+        write!(
+            f,
+            "{} partitions={} crashes={} pauses={} disk-sync<={}ms",
+            self.net,
+            show(self.partition_every_ms),
+            show(self.crash_every_ms),
+            show(self.pause_every_ms),
+            self.disk_latency_max_ms
+        )
+    }
+}

@@ -1,0 +1,165 @@
+//! One random run of the simulator: a safety phase with faults, a liveness
+//! phase after healing, then the linearizability check of the history.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::checker::{Property, Violation};
+use crate::event::Time;
+use crate::faults::{FaultKinds, FaultPlan};
+use crate::linearizability::{check_history, LinResult};
+use crate::sim::{Phase, Sim, SimOptions, Stats};
+use crate::trace::TraceMode;
+
+/// Options of a random run (everything else comes from the seed).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Cluster size.
+    pub nodes: usize,
+    /// Fault families the seed may draw from.
+    pub faults: FaultKinds,
+    /// Length of the safety phase (faults active).
+    pub safety_ms: Time,
+    /// Bound of the liveness phase (all healed).
+    pub liveness_ms: Time,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys.
+    pub keys: u8,
+    /// Test-only: leaders serve reads locally without confirmation.
+    pub broken_local_reads: bool,
+    /// Trace lines wanted.
+    pub trace: TraceMode,
+    /// Search budget of the linearizability check, per key.
+    pub lin_budget: u64,
+    /// Use this plan instead of drawing one from the seed.
+    pub plan: Option<FaultPlan>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            nodes: 5,
+            faults: FaultKinds::ALL,
+            safety_ms: 5_000,
+            liveness_ms: 10_000,
+            clients: 4,
+            keys: 3,
+            broken_local_reads: false,
+            trace: TraceMode::Off,
+            lin_budget: 2_000_000,
+            plan: None,
+        }
+    }
+}
+
+/// What one run did and found.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: usize,
+    /// The faults it injected.
+    pub plan: FaultPlan,
+    /// Counters.
+    pub stats: Stats,
+    /// The first violated property, if any.
+    pub violation: Option<Violation>,
+    /// Hash of the whole trace (same seed, same hash).
+    pub trace_hash: u64,
+    /// Client operations checked for linearizability.
+    pub ops_checked: usize,
+    /// Time spent in the linearizability check.
+    pub lin_seconds: f64,
+    /// The last trace lines (filled on failure).
+    pub last_lines: Vec<String>,
+    /// Logical time at the end.
+    pub end_ms: Time,
+    /// The replay command line.
+    pub replay: String,
+}
+
+impl RunReport {
+    /// A failure report: seed, faults, first violated property, last events,
+    /// and the command that replays it. Empty if the run passed.
+    pub fn failure_text(&self) -> String {
+        let Some(v) = &self.violation else { return String::new() };
+        let mut s = format!("seed {} FAILED ({} nodes; {})\n  {v}\n  last events:\n", self.seed, self.nodes, self.plan);
+        for l in &self.last_lines {
+            let _ = writeln!(s, "    {l}");
+        }
+        let _ = write!(s, "  replay: {}", self.replay);
+        s
+    }
+}
+
+/// The fault plan seed `seed` draws.
+pub fn plan_for(seed: u64, kinds: FaultKinds) -> FaultPlan {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_fa17_0000_0000);
+    FaultPlan::from_rng(&mut rng, kinds)
+}
+
+fn run_once(seed: u64, opts: &RunOptions, trace: TraceMode) -> (Sim, FaultPlan) {
+    let plan = opts.plan.clone().unwrap_or_else(|| plan_for(seed, opts.faults));
+    let mut so = SimOptions::new(seed, opts.nodes);
+    so.plan = plan.clone();
+    so.clients = opts.clients;
+    so.keys = opts.keys;
+    so.broken_local_reads = opts.broken_local_reads;
+    so.trace = trace;
+    let mut sim = Sim::new(so);
+    sim.schedule_liveness(opts.safety_ms, opts.liveness_ms);
+    sim.run_until(opts.safety_ms + opts.liveness_ms + 1_000);
+    (sim, plan)
+}
+
+/// Runs seed `seed` and checks it.
+pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
+    let (sim, plan) = run_once(seed, opts, opts.trace);
+    let mut violation = sim.violation().cloned();
+    if violation.is_none() && sim.phase() != Phase::Finished {
+        violation = Some(Violation { property: Property::Liveness, detail: "run ended before converging".into() });
+    }
+    let mut lin_seconds = 0.0;
+    if violation.is_none() {
+        let start = Instant::now();
+        match check_history(sim.history(), opts.lin_budget) {
+            LinResult::Ok | LinResult::Inconclusive { .. } => {}
+            bad @ LinResult::Violation { .. } => {
+                violation = Some(Violation { property: Property::Linearizability, detail: bad.to_string() })
+            }
+        }
+        lin_seconds = start.elapsed().as_secs_f64();
+    }
+    let mut last_lines = Vec::new();
+    if violation.is_some() {
+        // Same seed, same run: replay it keeping the last lines.
+        let (again, _) = run_once(seed, opts, TraceMode::Keep(30));
+        last_lines = again.trace().lines().map(str::to_string).collect();
+    }
+    let mut replay = format!("cargo run --release -p raft-sim -- replay --seed {seed} --nodes {}", opts.nodes);
+    if opts.faults != FaultKinds::ALL {
+        replay.push_str(" --faults <as in the run>");
+    }
+    if opts.broken_local_reads {
+        replay.push_str(" --broken-local-reads");
+    }
+    replay.push_str(" --trace");
+    RunReport {
+        seed,
+        nodes: opts.nodes,
+        plan,
+        stats: sim.stats(),
+        violation,
+        trace_hash: sim.trace().hash(),
+        ops_checked: sim.history().len(),
+        lin_seconds,
+        last_lines,
+        end_ms: sim.now(),
+        replay,
+    }
+}

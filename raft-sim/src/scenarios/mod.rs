@@ -1,0 +1,33 @@
+//! Exact scenarios: the Raft paper's figures (section B of SCENARIOS.md) and
+//! the classic lab tests (section C). Each is one function returning
+//! `Err(reason)` on failure; the name is the scenario ID.
+
+pub mod lab;
+pub mod paper;
+
+/// A scenario's outcome.
+pub type Outcome = Result<(), String>;
+
+/// A named scenario.
+pub type Scenario = (&'static str, fn() -> Outcome);
+
+/// Every scenario, in catalog order.
+pub fn all() -> Vec<Scenario> {
+    let mut v = paper::SCENARIOS.to_vec();
+    v.extend_from_slice(lab::SCENARIOS);
+    v
+}
+
+/// Looks a scenario up by name.
+pub fn find(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|(n, _)| *n == name)
+}
+
+/// Fails with `msg` unless `cond`.
+pub(crate) fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Outcome {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
