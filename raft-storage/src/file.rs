@@ -238,8 +238,7 @@ impl FileStorage {
         if dir_dirty {
             sync_dir(&dir)?;
         }
-        let marked = replay.marked();
-        let (hard_state, entries) = replay.finish();
+        let (hard_state, entries, discarded) = replay.finish();
         let shape = LogShape::new(&snap_meta, &entries);
 
         let active = match segments.back() {
@@ -265,17 +264,14 @@ impl FileStorage {
             snapshot_files,
             poisoned: false,
         };
-        if storage.segments.is_empty() {
-            let seq = seqs.first().copied().unwrap_or(1);
-            storage.buf.clear();
-            storage.start_segment(seq)?;
-            storage.write_buf(true)?;
-        }
-        if !marked {
-            // Finish a snapshot save that was interrupted after the rename.
-            let meta = storage.snapshot.as_ref().map(|(m, _)| m.clone()).unwrap_or_default();
-            storage.mark_snapshot(&meta)?;
-        }
+        // Every open starts a new segment: its preamble re-records the hard
+        // state and the snapshot point (with the decision replay took for a
+        // snapshot whose record was lost), so the recovered state never
+        // depends on a segment tail that was just cut.
+        let seq = storage.segments.back().map(|s| s.seq + 1).or(seqs.first().copied()).unwrap_or(1);
+        storage.buf.clear();
+        storage.start_segment(seq, discarded)?;
+        storage.write_buf(true)?;
         storage.collect_garbage()?;
         Ok((storage, recovered))
     }
@@ -305,13 +301,14 @@ impl FileStorage {
     ///
     /// The preamble repeats the current hard state and snapshot point, so
     /// deleting older segments never loses either.
-    fn start_segment(&mut self, seq: u64) -> Result<(), StorageError> {
+    fn start_segment(&mut self, seq: u64, discard_log: bool) -> Result<(), StorageError> {
         let path = self.dir.join(segment_file_name(seq));
         let file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
         record::encode_segment_header(&mut self.buf, seq);
         record::encode(&mut self.buf, &RecordRef::HardState(&self.hard_state))?;
         if let Some((meta, _)) = &self.snapshot {
-            record::encode(&mut self.buf, &RecordRef::Snapshot { index: meta.index, term: meta.term })?;
+            let mark = RecordRef::Snapshot { index: meta.index, term: meta.term, discard_log };
+            record::encode(&mut self.buf, &mark)?;
         }
         self.active = file;
         self.active_len = 0;
@@ -347,15 +344,16 @@ impl FileStorage {
         self.buf.clear();
         if self.active_len >= self.options.segment_size_max {
             let seq = self.segments.back().map_or(1, |s| s.seq + 1);
-            self.start_segment(seq)?;
+            self.start_segment(seq, false)?;
             return Ok(true);
         }
         Ok(false)
     }
 
-    fn mark_snapshot(&mut self, meta: &SnapshotMeta) -> Result<(), StorageError> {
+    fn mark_snapshot(&mut self, meta: &SnapshotMeta, discard_log: bool) -> Result<(), StorageError> {
         let new_segment = self.begin_write()?;
-        record::encode(&mut self.buf, &RecordRef::Snapshot { index: meta.index, term: meta.term })?;
+        let mark = RecordRef::Snapshot { index: meta.index, term: meta.term, discard_log };
+        record::encode(&mut self.buf, &mark)?;
         self.write_buf(new_segment)
     }
 
@@ -433,12 +431,13 @@ impl Storage for FileStorage {
                 return Err(StorageError::StaleSnapshot { index: meta.index, current: current.index });
             }
         }
+        let discard_log = !self.shape.snapshot_matches(meta);
         let location = snapshot::write(&self.dir, meta, data)?;
         if self.snapshot_files.last() != Some(&meta.index) {
             self.snapshot_files.push(meta.index);
         }
         self.snapshot = Some((meta.clone(), location));
-        self.mark_snapshot(meta)?;
+        self.mark_snapshot(meta, discard_log)?;
         self.shape.compact(meta);
         self.collect_garbage()
     }

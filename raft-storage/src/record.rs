@@ -30,7 +30,7 @@ pub(crate) enum RecordRef<'a> {
     Append(&'a [Entry]),
     Truncate(Index),
     HardState(&'a HardState),
-    Snapshot { index: Index, term: Term },
+    Snapshot { index: Index, term: Term, discard_log: bool },
 }
 
 /// A record as read back. Variant order must match [`RecordRef`].
@@ -42,8 +42,10 @@ pub(crate) enum Record {
     Truncate(Index),
     /// The hard state was replaced.
     HardState(HardState),
-    /// A snapshot covering up to `index` was saved (see `replay.rs`).
-    Snapshot { index: Index, term: Term },
+    /// A snapshot covering up to `index` was saved; entries up to `index`
+    /// are covered, and with `discard_log` every entry is gone (the log did
+    /// not hold the snapshot's last entry).
+    Snapshot { index: Index, term: Term, discard_log: bool },
 }
 
 /// Appends one framed record to `buf`.

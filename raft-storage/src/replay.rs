@@ -5,11 +5,13 @@
 //! covered by it and skipped (their segments may already be partly
 //! deleted, so their contiguity cannot be checked), except that the term of
 //! the entry at `base` is remembered. Entries above `base` must continue the
-//! log exactly. A `Snapshot` record for `base` applies the paper's rule
-//! (section 7): keep the log if its entry at `base` has the snapshot's term,
-//! otherwise discard it. If the process died after the snapshot file was
-//! renamed into place but before that record was written, the same rule is
-//! applied at the end of replay.
+//! log exactly. A `Snapshot` record for `base` carries the decision taken
+//! when it was saved (paper section 7: keep the log if it holds the
+//! snapshot's last entry with the same term, otherwise discard it), because
+//! the segment holding that entry may since have been deleted. If the
+//! process died after the snapshot file was renamed into place but before
+//! that record was written, no segment has been deleted for it yet and the
+//! rule is applied at the end of replay.
 
 use raft_core::{Entry, HardState, Index, Term};
 
@@ -98,7 +100,7 @@ impl Replay {
                 self.hard_state = hs;
                 Ok(None)
             }
-            Record::Snapshot { index, term } => {
+            Record::Snapshot { index, term, discard_log } => {
                 if index > self.base {
                     return Err(format!("snapshot record for index {index} beyond the newest snapshot file"));
                 }
@@ -109,7 +111,7 @@ impl Replay {
                             self.base_term
                         ));
                     }
-                    if self.term_at_base != Some(term) {
+                    if discard_log {
                         self.entries.clear();
                     }
                     self.term_at_base = Some(term);
@@ -120,16 +122,13 @@ impl Replay {
         }
     }
 
-    /// Whether a `Snapshot` record for the newest snapshot was seen.
-    pub(crate) fn marked(&self) -> bool {
-        self.marked
-    }
-
-    /// Ends replay: the log entries after the snapshot.
-    pub(crate) fn finish(mut self) -> (HardState, Vec<Entry>) {
-        if !self.marked && self.term_at_base != Some(self.base_term) {
+    /// Ends replay: the hard state, the log entries after the snapshot, and
+    /// for a snapshot without its record, whether the log was discarded.
+    pub(crate) fn finish(mut self) -> (HardState, Vec<Entry>, bool) {
+        let discard = !self.marked && self.term_at_base != Some(self.base_term);
+        if discard {
             self.entries.clear();
         }
-        (self.hard_state, self.entries)
+        (self.hard_state, self.entries, discard)
     }
 }

@@ -62,3 +62,17 @@ pub fn flip_bit(path: &Path, offset: u64) {
     bytes[offset as usize] ^= 0x10;
     fs::write(path, bytes).unwrap();
 }
+
+/// Puts `dir` back to exactly `files` (as saved by [`snapshot_dir`]), with
+/// `path` cut to `cut` bytes.
+pub fn restore_with_cut(dir: &Path, files: &[(PathBuf, Vec<u8>)], path: &Path, cut: usize) {
+    for (p, _) in snapshot_dir(dir) {
+        if !files.iter().any(|(f, _)| *f == p) {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    for (p, bytes) in files {
+        let bytes = if p == path { &bytes[..cut] } else { &bytes[..] };
+        fs::write(p, bytes).unwrap();
+    }
+}
