@@ -24,7 +24,9 @@ pub enum Property {
     LeaderCompleteness,
     /// A committed entry is on a quorum of disks, and never removed.
     CommittedDurable,
-    /// A granted vote goes to a candidate holding the voter's committed entries.
+    /// A granted vote goes to a candidate whose log is at least as up to
+    /// date as the voter's (5.4.1), so a candidate sharing the voter's last
+    /// term holds the voter's committed entries.
     VoteImpliesCommitted,
     /// No two nodes commit or apply different entries at one index.
     StateMachineSafety,
@@ -90,6 +92,9 @@ pub struct Checker {
     appended: Vec<Vec<(Term, Term, u64)>>,
     /// Terms of the committed prefix, index 1 first.
     committed: Vec<Term>,
+    /// Per committed index: the term in which it was first seen committed
+    /// (made non-decreasing: committing an index commits its prefix).
+    committed_in: Vec<Term>,
     /// Highest index any node has applied.
     applied_max: Index,
     /// The first violation, if any.
@@ -108,6 +113,7 @@ impl Checker {
             leaders: Vec::new(),
             appended: Vec::new(),
             committed: Vec::new(),
+            committed_in: Vec::new(),
             applied_max: 0,
             violation: None,
             checks: 0,
@@ -246,6 +252,8 @@ impl Checker {
                     }
                 } else {
                     self.committed.push(t);
+                    let floor = self.committed_in.last().copied().unwrap_or(0);
+                    self.committed_in.push(n.term().max(floor));
                 }
             }
             self.nodes[node].commit = commit;
@@ -264,9 +272,10 @@ impl Checker {
             return;
         }
         self.leaders[t] = id;
-        // Leader completeness: by log matching, holding the last committed
-        // entry means holding the whole committed prefix.
-        let k = self.committed.len();
+        // Leader completeness: the leader of `term` holds every entry
+        // committed in an earlier term. By log matching, holding the last
+        // such entry means holding the whole prefix.
+        let k = self.committed_in.partition_point(|&t| t < term);
         let log = &self.nodes[node].log;
         if k > 0 && (log.len() < k || log[k - 1] != self.committed[k - 1]) {
             let detail = format!(
@@ -323,14 +332,16 @@ impl Checker {
         if candidate.role() != Role::Candidate || candidate.term() != term {
             return;
         }
-        let c = self.nodes[voter].commit;
-        if c == 0 {
-            return;
-        }
-        let want = self.nodes[voter].log.get(c as usize - 1).copied();
-        if candidate.term_at(c) != want {
+        // A candidate's log cannot change during its own candidacy, so its
+        // log now is the log its RequestVote described.
+        let log = &self.nodes[voter].log;
+        let (v_index, v_term) = (log.len() as Index, log.last().copied().unwrap_or(0));
+        let c_index = candidate.last_index();
+        let c_term = candidate.term_at(c_index).unwrap_or(0);
+        if c_term < v_term || (c_term == v_term && c_index < v_index) {
+            let c = self.nodes[voter].commit;
             let detail = format!(
-                "node {} grants its vote in term {term} to node {} which lacks committed entry {c}",
+                "node {} (log {v_index}/{v_term}, commit {c}) grants its vote in term {term} to node {} whose log {c_index}/{c_term} is behind",
                 voter + 1,
                 candidate.id()
             );

@@ -477,6 +477,15 @@ impl Sim {
         for a in &acts {
             match a {
                 Action::Persist(p) => self.checker.on_log_change(i, p),
+                Action::Send(m) => {
+                    // Checked when the vote is cast, not when the (possibly
+                    // sync-delayed) response leaves.
+                    if let Body::RequestVoteResponse { granted: true } = m.body {
+                        if let Some(candidate) = self.nodes[m.to as usize - 1].node.as_ref() {
+                            self.checker.on_vote_granted(i, candidate, m.term);
+                        }
+                    }
+                }
                 Action::ProposalAccepted { term, first_index, .. } => {
                     if let Some((client, serial)) = request {
                         self.nodes[i].waiting.insert(*first_index, (client, serial, *term));
@@ -544,12 +553,6 @@ impl Sim {
                 if let Payload::Command(c) = &e.payload {
                     self.stats.entry_bytes += c.len() as u64;
                 }
-            }
-        }
-        if let Body::RequestVoteResponse { granted: true } = m.body {
-            let c = m.to as usize - 1;
-            if let Some(candidate) = self.nodes[c].node.as_ref() {
-                self.checker.on_vote_granted(i, candidate, m.term);
             }
         }
         if self.opts.scripted {
