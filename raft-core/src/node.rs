@@ -733,7 +733,9 @@ impl Node {
             AppendResult::Reject { rejected_prev, hint } => {
                 let stale = match p.state {
                     ProgressState::Replicate => rejected_prev <= p.match_index,
-                    ProgressState::Probe => rejected_prev + 1 != p.next_index,
+                    // checked: a bad rejected_prev of u64::MAX overflowed here
+                    // (found by tests/bad_input_proptest.rs).
+                    ProgressState::Probe => rejected_prev.checked_add(1) != Some(p.next_index),
                 };
                 if stale {
                     return;
@@ -743,7 +745,9 @@ impl Node {
                     _ => hint.index,
                 };
                 let p = self.progress.get_mut(&from).expect("checked above");
-                p.become_probe(next.min(rejected_prev).max(1));
+                // Clamped to last + 1: a bad hint beyond our log left nothing to
+                // probe from, starving the follower (tests/bad_input_proptest.rs).
+                p.become_probe(next.min(rejected_prev).min(last + 1).max(1));
                 self.send_append(from, false);
             }
         }

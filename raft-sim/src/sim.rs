@@ -538,7 +538,7 @@ impl Sim {
                         return;
                     }
                 }
-                Action::Send(m) => self.send(i, m),
+                Action::Send(m) => self.send(m),
                 Action::Apply(entries) => self.apply(i, entries),
                 Action::ProposalLost(lost) => self.lost(i, lost),
                 _ => {}
@@ -546,7 +546,7 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, i: usize, m: Message) {
+    fn send(&mut self, m: Message) {
         self.stats.messages += 1;
         if let Body::AppendEntries { entries, .. } = &m.body {
             for e in entries {
@@ -912,12 +912,13 @@ impl Sim {
         }
     }
 
-    /// Scripted: ticks node `id` until it campaigns (becomes candidate or
-    /// leader), at most `election_ticks_max` times.
+    /// Scripted: ticks node `id` until it starts a new election (its term
+    /// goes up), at most `election_ticks_max` times.
     pub fn campaign(&mut self, id: NodeId) {
+        let before = self.node(id).term();
         for _ in 0..=self.opts.config.election_ticks_max {
             self.tick(id);
-            if self.node(id).role() != Role::Follower {
+            if self.node(id).term() > before {
                 return;
             }
         }

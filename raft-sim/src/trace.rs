@@ -62,12 +62,21 @@ impl Trace {
         self.hash = mix(mix(self.hash, now), digest);
         match self.mode {
             TraceMode::Off => {}
-            TraceMode::Print => println!("t={now} {}", line()),
+            TraceMode::Print => {
+                let l = line();
+                if !l.is_empty() {
+                    println!("t={now} {l}");
+                }
+            }
             TraceMode::Keep(n) => {
+                let l = line();
+                if l.is_empty() {
+                    return;
+                }
                 if self.lines.len() == n {
                     self.lines.pop_front();
                 }
-                self.lines.push_back(format!("t={now} {}", line()));
+                self.lines.push_back(format!("t={now} {l}"));
             }
         }
     }

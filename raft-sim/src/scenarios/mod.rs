@@ -2,7 +2,9 @@
 //! the classic lab tests (section C). Each is one function returning
 //! `Err(reason)` on failure; the name is the scenario ID.
 
+/// Section C: the classic lab tests.
 pub mod lab;
+/// Section B: the paper's figures.
 pub mod paper;
 
 /// A scenario's outcome.
@@ -29,5 +31,15 @@ pub(crate) fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Outcome {
         Ok(())
     } else {
         Err(msg())
+    }
+}
+
+/// `RAFT_SIM_TRACE=1` prints every event of the scenarios (the CLI's
+/// `scenario NAME --trace` sets it).
+pub(crate) fn trace_mode() -> crate::trace::TraceMode {
+    if std::env::var_os("RAFT_SIM_TRACE").is_some() {
+        crate::trace::TraceMode::Print
+    } else {
+        crate::trace::TraceMode::Off
     }
 }
