@@ -94,10 +94,8 @@ fn bad_message() -> impl Strategy<Value = BadMessage> {
         prop::collection::vec((index(), offset()), 0..5).prop_map(Entries::Arbitrary),
     ];
     let body = prop_oneof![
-        (index(), offset()).prop_map(|(last_index, last_term_offset)| BadBody::RequestVote {
-            last_index,
-            last_term_offset
-        }),
+        (index(), offset())
+            .prop_map(|(last_index, last_term_offset)| BadBody::RequestVote { last_index, last_term_offset }),
         any::<bool>().prop_map(BadBody::VoteResponse),
         (index(), offset(), entries, index()).prop_map(|(prev, prev_term_offset, entries, commit)| {
             BadBody::Append { prev, prev_term_offset, entries, commit }
@@ -108,9 +106,8 @@ fn bad_message() -> impl Strategy<Value = BadMessage> {
         }),
     ];
     let from = prop_oneof![1 => Just(0u64), 6 => 1u64..=5, 1 => Just(99)];
-    (from, prop::bool::weighted(0.9), offset(), body).prop_map(|(from, to_target, term_offset, body)| {
-        BadMessage { from, to_target, term_offset, body }
-    })
+    (from, prop::bool::weighted(0.9), offset(), body)
+        .prop_map(|(from, to_target, term_offset, body)| BadMessage { from, to_target, term_offset, body })
 }
 
 fn shift(term: Term, offset: i64) -> Term {
@@ -122,9 +119,10 @@ impl BadMessage {
         let term = shift(target.term(), self.term_offset);
         let to = if self.to_target { target.id() } else { target.id() % 5 + 1 };
         let body = match &self.body {
-            BadBody::RequestVote { last_index, last_term_offset } => {
-                Body::RequestVote { last_log_index: *last_index, last_log_term: shift(term, *last_term_offset) }
-            }
+            BadBody::RequestVote { last_index, last_term_offset } => Body::RequestVote {
+                last_log_index: *last_index,
+                last_log_term: shift(term, *last_term_offset),
+            },
             BadBody::VoteResponse(granted) => Body::RequestVoteResponse { granted: *granted },
             BadBody::Append { prev, prev_term_offset, entries, commit } => {
                 let prev_term = shift(term, *prev_term_offset);
