@@ -70,6 +70,8 @@ pub struct FaultPlan {
     pub pause_every_ms: Option<Time>,
     /// Maximum sync latency (0: syncs are instantaneous).
     pub disk_latency_max_ms: Time,
+    /// A crashed node restarts after 1..=this many ms.
+    pub down_max_ms: Time,
 }
 
 impl FaultPlan {
@@ -96,7 +98,8 @@ impl FaultPlan {
         let crash_every_ms = every(rng, kinds.crash, 200, 2000);
         let pause_every_ms = every(rng, kinds.pause, 200, 2000);
         let disk_latency_max_ms = if kinds.disk && rng.gen_bool(0.5) { rng.gen_range(1..=10) } else { 0 };
-        FaultPlan { net, partition_every_ms, crash_every_ms, pause_every_ms, disk_latency_max_ms }
+        let down_max_ms = [50, 500, 1500][rng.gen_range(0..3)];
+        FaultPlan { net, partition_every_ms, crash_every_ms, pause_every_ms, disk_latency_max_ms, down_max_ms }
     }
 
     /// No faults, reliable network.
@@ -107,6 +110,7 @@ impl FaultPlan {
             crash_every_ms: None,
             pause_every_ms: None,
             disk_latency_max_ms: 0,
+            down_max_ms: 1500,
         }
     }
 }
@@ -116,10 +120,11 @@ impl fmt::Display for FaultPlan {
         let show = |o: Option<Time>| o.map_or("off".to_string(), |t| format!("~{t}ms"));
         write!(
             f,
-            "{} partitions={} crashes={} pauses={} disk-sync<={}ms",
+            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms",
             self.net,
             show(self.partition_every_ms),
             show(self.crash_every_ms),
+            self.down_max_ms,
             show(self.pause_every_ms),
             self.disk_latency_max_ms
         )

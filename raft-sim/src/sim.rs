@@ -810,7 +810,7 @@ impl Sim {
             Nemesis::Crash => {
                 if let Some(i) = self.random_up_node() {
                     self.crash(i as NodeId + 1);
-                    let down = self.rng.gen_range(20..=1500);
+                    let down = self.rng.gen_range(1..=self.opts.plan.down_max_ms.max(1));
                     self.queue.push(self.now + down, Event::Restart { node: i });
                 }
                 self.opts.plan.crash_every_ms
