@@ -15,6 +15,9 @@ pub enum BrokenRule {
     ForgetVotePersist,
     /// Grant votes without the log up-to-date check (5.4.1).
     SkipUpToDateCheck,
+    /// A leader answers every read at once from its local state, without
+    /// confirming it still leads.
+    ReadWithoutConfirmation,
     /// A follower treats every entry it stores as committed and applies it
     /// at once, without waiting for the leader's commit index.
     ApplyBeforeCommit,
@@ -53,4 +56,7 @@ pub(crate) fn skip_up_to_date_check() -> bool {
 }
 pub(crate) fn apply_before_commit() -> bool {
     is(BrokenRule::ApplyBeforeCommit)
+}
+pub(crate) fn read_without_confirmation() -> bool {
+    is(BrokenRule::ReadWithoutConfirmation)
 }

@@ -27,6 +27,25 @@ pub struct Config {
     /// Most AppendEntries messages in flight to one follower in the
     /// pipelined replicate state.
     pub inflight_messages_max: usize,
+    /// Most bytes of entries in flight to one follower.
+    pub inflight_bytes_max: usize,
+    /// Most bytes of appended but uncommitted entries on a leader; a
+    /// proposal beyond it is rejected ([`crate::ProposeError::UncommittedLimit`]).
+    pub uncommitted_bytes_max: usize,
+    /// Most reads waiting for confirmation on one node.
+    pub reads_pending_max: usize,
+    /// PreVote (dissertation 9.6): campaign only after a majority says it
+    /// would vote, so a partitioned node does not inflate terms.
+    pub pre_vote: bool,
+    /// CheckQuorum: a leader that has not heard from a quorum within an
+    /// election timeout steps down; followers that heard from a leader within
+    /// `election_ticks_min` ignore vote requests (paper section 6).
+    pub check_quorum: bool,
+    /// Lease reads assume no node's clock runs more than this many ticks
+    /// slower than the leader's over `election_ticks_min` ticks; the lease is
+    /// `election_ticks_min - lease_drift_ticks` ticks from the start of the
+    /// last round a quorum acknowledged.
+    pub lease_drift_ticks: u32,
     /// Seed of the PRNG that randomizes election timeouts. Mixed with `id`,
     /// so nodes of one cluster may share it.
     pub seed: u64,
@@ -44,6 +63,12 @@ impl Config {
             entries_per_message_max: 1024,
             bytes_per_message_max: 1 << 20,
             inflight_messages_max: 64,
+            inflight_bytes_max: 8 << 20,
+            uncommitted_bytes_max: 64 << 20,
+            reads_pending_max: 8192,
+            pre_vote: false,
+            check_quorum: false,
+            lease_drift_ticks: 3,
             seed: 0,
         }
     }
@@ -84,6 +109,36 @@ impl Config {
         if self.inflight_messages_max == 0 {
             return fail("inflight_messages_max", "must be at least 1".into());
         }
+        if self.inflight_bytes_max < self.bytes_per_message_max {
+            return fail(
+                "inflight_bytes_max",
+                format!(
+                    "{} is below bytes_per_message_max ({}): a full message could never be sent",
+                    self.inflight_bytes_max, self.bytes_per_message_max
+                ),
+            );
+        }
+        if self.uncommitted_bytes_max < self.bytes_per_message_max {
+            return fail(
+                "uncommitted_bytes_max",
+                format!(
+                    "{} is below bytes_per_message_max ({}): a largest command could never be proposed",
+                    self.uncommitted_bytes_max, self.bytes_per_message_max
+                ),
+            );
+        }
+        if self.reads_pending_max == 0 {
+            return fail("reads_pending_max", "must be at least 1".into());
+        }
+        if self.lease_drift_ticks >= self.election_ticks_min {
+            return fail(
+                "lease_drift_ticks",
+                format!(
+                    "{} leaves no lease: it must be below election_ticks_min ({})",
+                    self.lease_drift_ticks, self.election_ticks_min
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -108,6 +163,10 @@ mod tests {
             ("entries_per_message_max", Box::new(|c| c.entries_per_message_max = 0)),
             ("bytes_per_message_max", Box::new(|c| c.bytes_per_message_max = 0)),
             ("inflight_messages_max", Box::new(|c| c.inflight_messages_max = 0)),
+            ("inflight_bytes_max", Box::new(|c| c.inflight_bytes_max = 1)),
+            ("uncommitted_bytes_max", Box::new(|c| c.uncommitted_bytes_max = 1)),
+            ("reads_pending_max", Box::new(|c| c.reads_pending_max = 0)),
+            ("lease_drift_ticks", Box::new(|c| c.lease_drift_ticks = c.election_ticks_min)),
         ];
         for (field, break_it) in cases {
             let mut c = Config::new(1);

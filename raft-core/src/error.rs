@@ -47,6 +47,13 @@ pub enum ProposeError {
     /// The proposal had no commands.
     #[error("empty proposal")]
     Empty,
+    /// Accepting it would exceed `uncommitted_bytes_max`: the cluster is not
+    /// keeping up. Retry after some entries commit.
+    #[error("uncommitted entries exceed {max} bytes")]
+    UncommittedLimit {
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 /// A proposal that was accepted but whose entries were later overwritten by

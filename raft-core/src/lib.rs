@@ -36,6 +36,7 @@ mod message;
 mod node;
 mod progress;
 pub mod quorum;
+mod read;
 mod rng;
 
 #[cfg(feature = "broken-rules")]
@@ -49,3 +50,4 @@ pub use message::{
 };
 pub use node::{Action, Input, Node, Persist, Restored, Role, SnapshotMeta, Status};
 pub use progress::{Progress, ProgressState};
+pub use read::{ReadError, ReadId, ReadPolicy};

@@ -41,11 +41,13 @@ pub enum Payload {
 }
 
 impl Entry {
+    /// The fixed per-entry overhead counted by [`Entry::size_bytes`].
+    pub const HEADER_BYTES: usize = 24;
+
     /// An approximation of the entry's encoded size, used for the byte limits
     /// in [`crate::Config`]. Counts the payload plus a fixed header.
     pub fn size_bytes(&self) -> usize {
-        const HEADER_BYTES: usize = 24;
-        HEADER_BYTES
+        Self::HEADER_BYTES
             + match &self.payload {
                 Payload::Noop => 0,
                 Payload::Command(data) => data.len(),
@@ -108,6 +110,44 @@ pub enum Body {
     },
     /// The answer to an AppendEntries.
     AppendEntriesResponse(AppendResult),
+    /// Would you vote for me at the message's term? Changes nobody's term
+    /// (dissertation 9.6, PreVote).
+    PreVote {
+        /// Index of the pre-candidate's last log entry.
+        last_log_index: Index,
+        /// Term of the pre-candidate's last log entry.
+        last_log_term: Term,
+    },
+    /// The answer to a PreVote.
+    PreVoteResponse {
+        /// Whether the vote would be granted.
+        granted: bool,
+    },
+    /// A leader confirms it still leads, for reads (ReadIndex).
+    ReadConfirm {
+        /// The leader's confirmation round.
+        round: u64,
+    },
+    /// A follower acknowledges a leader's confirmation round.
+    ReadConfirmResponse {
+        /// The round acknowledged.
+        round: u64,
+    },
+    /// A follower forwards a read to the leader to get a read index.
+    ReadIndexRequest {
+        /// The follower's read id.
+        id: u64,
+        /// Whether the leader may answer from its lease.
+        lease: bool,
+    },
+    /// The leader's answer: the index to wait for, or `None` if it could
+    /// not confirm the read.
+    ReadIndexResponse {
+        /// The follower's read id.
+        id: u64,
+        /// The read index.
+        index: Option<Index>,
+    },
 }
 
 /// The outcome of an AppendEntries at the follower.
@@ -148,6 +188,12 @@ impl Body {
             Body::RequestVoteResponse { .. } => "RequestVoteResponse",
             Body::AppendEntries { .. } => "AppendEntries",
             Body::AppendEntriesResponse(_) => "AppendEntriesResponse",
+            Body::PreVote { .. } => "PreVote",
+            Body::PreVoteResponse { .. } => "PreVoteResponse",
+            Body::ReadConfirm { .. } => "ReadConfirm",
+            Body::ReadConfirmResponse { .. } => "ReadConfirmResponse",
+            Body::ReadIndexRequest { .. } => "ReadIndexRequest",
+            Body::ReadIndexResponse { .. } => "ReadIndexResponse",
         }
     }
 }
@@ -157,10 +203,11 @@ impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{} {} t={}", self.from, self.to, self.body.kind(), self.term)?;
         match &self.body {
-            Body::RequestVote { last_log_index, last_log_term } => {
+            Body::RequestVote { last_log_index, last_log_term }
+            | Body::PreVote { last_log_index, last_log_term } => {
                 write!(f, " last={last_log_index}/{last_log_term}")
             }
-            Body::RequestVoteResponse { granted } => {
+            Body::RequestVoteResponse { granted } | Body::PreVoteResponse { granted } => {
                 write!(f, " {}", if *granted { "granted" } else { "refused" })
             }
             Body::AppendEntries { prev_index, prev_term, entries, commit } => {
@@ -172,6 +219,9 @@ impl fmt::Display for Message {
             Body::AppendEntriesResponse(AppendResult::Reject { rejected_prev, hint }) => {
                 write!(f, " reject prev={rejected_prev} hint={}/{}", hint.index, hint.term)
             }
+            Body::ReadConfirm { round } | Body::ReadConfirmResponse { round } => write!(f, " round={round}"),
+            Body::ReadIndexRequest { id, lease } => write!(f, " id={id} lease={lease}"),
+            Body::ReadIndexResponse { id, index } => write!(f, " id={id} index={index:?}"),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::message::{
 };
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::VoteResult;
+use crate::read::{Forwarded, Origin, ReadError, ReadId, ReadPolicy, ReadQueue};
 use crate::rng::Rng;
 
 /// A node's role (paper section 5.1).
@@ -36,6 +37,14 @@ pub enum Input {
     Message(Message),
     /// The application proposes commands (a batch; accepted or rejected as one).
     Propose(Vec<Bytes>),
+    /// The application wants a linearizable read; answered by
+    /// [`Action::ReadReady`] or [`Action::ReadFailed`] with the same id.
+    Read {
+        /// The driver's name for this read.
+        id: ReadId,
+        /// ReadIndex or lease.
+        policy: ReadPolicy,
+    },
 }
 
 /// What the driver must do, in the order given. See [`Node`] for the contract.
@@ -68,6 +77,21 @@ pub enum Action {
     /// Entries this node accepted as leader were overwritten by a later
     /// leader's: they will never apply. Report failure to their clients.
     ProposalLost(Lost),
+    /// The read `id` is confirmed: once the state machine has applied
+    /// `index` (wait for it on a follower), reading it is linearizable.
+    ReadReady {
+        /// The read's id.
+        id: ReadId,
+        /// The index the state machine must have applied first.
+        index: Index,
+    },
+    /// The read `id` could not be confirmed; retry, perhaps elsewhere.
+    ReadFailed {
+        /// The read's id.
+        id: ReadId,
+        /// Why.
+        error: ReadError,
+    },
     /// The node's role or its idea of the leader changed.
     RoleChanged {
         /// The new role.
@@ -230,6 +254,16 @@ pub struct Node {
     heartbeat_elapsed: u32,
     votes_granted: BTreeSet<NodeId>,
     votes_refused: BTreeSet<NodeId>,
+    /// A follower whose pre-vote round (dissertation 9.6) is running.
+    pre_candidate: bool,
+    /// Ticks since the node was created: the leader's lease clock.
+    ticks: u64,
+    /// Leader: ticks since the last CheckQuorum.
+    quorum_check_elapsed: u32,
+    /// Leader: bytes of entries after the commit index.
+    uncommitted_bytes: usize,
+    reads: ReadQueue,
+    forwarded: Forwarded,
     progress: BTreeMap<NodeId, Progress>,
     proposed: VecDeque<Proposed>,
     /// Durable changes accumulated during this step, flushed as one
@@ -271,6 +305,12 @@ impl Node {
             heartbeat_elapsed: 0,
             votes_granted: BTreeSet::new(),
             votes_refused: BTreeSet::new(),
+            pre_candidate: false,
+            ticks: 0,
+            quorum_check_elapsed: 0,
+            uncommitted_bytes: 0,
+            reads: ReadQueue::default(),
+            forwarded: Forwarded::default(),
             progress: BTreeMap::new(),
             proposed: VecDeque::new(),
             pending: Persist::default(),
@@ -298,7 +338,9 @@ impl Node {
             Input::Tick => self.tick(),
             Input::Message(m) => self.receive(m),
             Input::Propose(commands) => self.propose(commands),
+            Input::Read { id, policy } => self.read(id, policy),
         }
+        self.fail_orphaned_reads(before);
         self.flush();
         if (self.role, self.leader) != before {
             self.out.push(Action::RoleChanged { role: self.role, term: self.term, leader: self.leader });
@@ -429,19 +471,52 @@ impl Node {
     // ----- time -----
 
     fn tick(&mut self) {
+        self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
             Role::Follower | Role::Candidate => {
+                for id in self.forwarded.tick(self.config.election_ticks_max) {
+                    self.emit(Action::ReadFailed { id, error: ReadError::Timeout });
+                }
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
-                    self.campaign();
+                    if self.config.pre_vote {
+                        self.pre_campaign();
+                    } else {
+                        self.campaign();
+                    }
                 }
             }
         }
     }
 
+    /// Whether this node heard from a live leader within the minimum election
+    /// timeout; such a node refuses to help depose it (paper section 6,
+    /// dissertation 9.6). A leader is always in its own lease.
+    fn heard_from_leader_recently(&self) -> bool {
+        self.leader.is_some() && self.election_elapsed < self.config.election_ticks_min
+    }
+
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
+        self.quorum_check_elapsed += 1;
+        if self.quorum_check_elapsed >= self.config.election_ticks_min {
+            self.quorum_check_elapsed = 0;
+            let me = self.config.id;
+            let progress = &self.progress;
+            let active = |id: NodeId| id == me || progress.get(&id).is_some_and(|p| p.recent_active);
+            let quorum_active =
+                self.membership.committed_index(&mut self.scratch, |id| u64::from(active(id))) > 0;
+            for p in self.progress.values_mut() {
+                p.recent_active = false;
+            }
+            if self.config.check_quorum && !quorum_active {
+                // CheckQuorum: a leader cut off from a quorum steps down so
+                // that its clients go elsewhere.
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
         let stall_ticks = 2 * self.config.heartbeat_ticks;
         let last = self.log.last_index();
         let mut stalled = Vec::new();
@@ -461,6 +536,19 @@ impl Node {
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
+            if self.reads.round_in_flight() {
+                // Re-send a confirmation round that may have been lost.
+                let round = self.reads.round_started;
+                let lagging: Vec<NodeId> = self
+                    .progress
+                    .iter()
+                    .filter(|(&id, p)| p.read_round < round && self.membership.is_voter(id))
+                    .map(|(&id, _)| id)
+                    .collect();
+                for peer in lagging {
+                    self.send(peer, Body::ReadConfirm { round });
+                }
+            }
         }
     }
 
@@ -480,10 +568,70 @@ impl Node {
         }
         self.role = Role::Follower;
         self.leader = leader;
+        self.pre_candidate = false;
         self.progress.clear();
         self.votes_granted.clear();
         self.votes_refused.clear();
         self.reset_election_timer();
+    }
+
+    /// Dissertation 9.6: ask whether a majority would vote for us at the next
+    /// term, without changing any term; campaign only if so.
+    fn pre_campaign(&mut self) {
+        if !self.membership.is_voter(self.config.id) {
+            self.reset_election_timer();
+            return;
+        }
+        self.role = Role::Follower;
+        self.leader = None;
+        self.pre_candidate = true;
+        self.reset_election_timer();
+        self.votes_granted.clear();
+        self.votes_refused.clear();
+        self.votes_granted.insert(self.config.id);
+        if self.membership.vote_result(&self.votes_granted, &self.votes_refused) == VoteResult::Won {
+            self.campaign();
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.membership.members() {
+            if peer != self.config.id && self.membership.is_voter(peer) {
+                let body = Body::PreVote { last_log_index, last_log_term };
+                let m = Message { from: self.config.id, to: peer, term: self.term + 1, body };
+                self.emit(Action::Send(m));
+            }
+        }
+    }
+
+    fn on_pre_vote(&mut self, from: NodeId, term: Term, last_log_index: Index, last_log_term: Term) {
+        let granted = term > self.term
+            && !self.heard_from_leader_recently()
+            && self.log.is_up_to_date(last_log_index, last_log_term);
+        // A grant echoes the asked-for term; a refusal carries ours, so a
+        // pre-candidate behind us learns our term.
+        let reply_term = if granted { term } else { self.term };
+        let body = Body::PreVoteResponse { granted };
+        self.emit(Action::Send(Message { from: self.config.id, to: from, term: reply_term, body }));
+    }
+
+    fn on_pre_vote_response(&mut self, from: NodeId, term: Term, granted: bool) {
+        if !granted && term > self.term {
+            self.become_follower(term, None);
+            return;
+        }
+        if !self.pre_candidate || !self.membership.is_voter(from) || (granted && term != self.term + 1) {
+            return;
+        }
+        if granted {
+            self.votes_granted.insert(from);
+        } else {
+            self.votes_refused.insert(from);
+        }
+        match self.membership.vote_result(&self.votes_granted, &self.votes_refused) {
+            VoteResult::Won => self.campaign(),
+            VoteResult::Lost => self.pre_candidate = false,
+            VoteResult::Pending => {}
+        }
     }
 
     /// Paper section 5.2: increment the term, vote for self, ask everyone.
@@ -497,6 +645,7 @@ impl Node {
         self.vote = Some(self.config.id);
         self.role = Role::Candidate;
         self.leader = None;
+        self.pre_candidate = false;
         self.pending.hard_state = Some(self.hard_state());
         self.reset_election_timer();
         self.votes_granted.clear();
@@ -517,7 +666,11 @@ impl Node {
     fn become_leader(&mut self) {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
+        self.pre_candidate = false;
         self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        self.quorum_check_elapsed = 0;
+        self.reads = ReadQueue::default();
         self.progress.clear();
         let next = self.log.last_index() + 1;
         for peer in self.membership.members() {
@@ -528,6 +681,11 @@ impl Node {
         // Paper section 5.4.2 / 8: a no-op of the new term lets earlier
         // entries commit.
         self.append_local(Payload::Noop);
+        self.uncommitted_bytes = if self.commit < self.log.last_index() {
+            self.log.range(self.commit + 1, self.log.last_index()).map(Entry::size_bytes).sum()
+        } else {
+            0
+        };
         self.maybe_commit();
         self.broadcast_append();
     }
@@ -557,8 +715,26 @@ impl Node {
         if m.to != self.config.id || m.from == self.config.id || m.from == 0 {
             return;
         }
+        // Pre-votes never change anyone's term.
+        match m.body {
+            Body::PreVote { last_log_index, last_log_term } => {
+                return self.on_pre_vote(m.from, m.term, last_log_index, last_log_term);
+            }
+            Body::PreVoteResponse { granted } => return self.on_pre_vote_response(m.from, m.term, granted),
+            _ => {}
+        }
         if m.term > self.term {
-            let leader = matches!(m.body, Body::AppendEntries { .. }).then_some(m.from);
+            if matches!(m.body, Body::RequestVote { .. })
+                && self.config.check_quorum
+                && self.heard_from_leader_recently()
+            {
+                // Paper section 6: a live leader's followers (and the leader
+                // itself) ignore vote requests, so removed or partitioned
+                // servers cannot disrupt it.
+                return;
+            }
+            let leader =
+                matches!(m.body, Body::AppendEntries { .. } | Body::ReadConfirm { .. }).then_some(m.from);
             self.become_follower(m.term, leader);
         } else if m.term < self.term {
             // Paper section 5.1: reject stale requests with our term so the
@@ -572,9 +748,18 @@ impl Node {
                         Body::AppendEntriesResponse(AppendResult::Reject { rejected_prev: prev_index, hint }),
                     );
                 }
+                Body::ReadConfirm { .. } => self.send(m.from, Body::ReadConfirmResponse { round: 0 }),
+                Body::ReadIndexRequest { id, .. } => {
+                    self.send(m.from, Body::ReadIndexResponse { id, index: None })
+                }
                 _ => {}
             }
             return;
+        }
+        if self.role == Role::Leader {
+            if let Some(p) = self.progress.get_mut(&m.from) {
+                p.recent_active = true;
+            }
         }
         match m.body {
             Body::RequestVote { last_log_index, last_log_term } => {
@@ -585,6 +770,25 @@ impl Node {
                 self.on_append(m.from, m.term, prev_index, prev_term, entries, commit)
             }
             Body::AppendEntriesResponse(result) => self.on_append_response(m.from, result),
+            Body::ReadConfirm { round } => self.on_read_confirm(m.from, round),
+            Body::ReadConfirmResponse { round } => self.on_read_confirm_response(m.from, round),
+            Body::ReadIndexRequest { id, lease } => {
+                if self.role == Role::Leader {
+                    let policy = if lease { ReadPolicy::Lease } else { ReadPolicy::Linearizable };
+                    self.leader_read(Origin::Remote(m.from, id), policy);
+                } else {
+                    self.send(m.from, Body::ReadIndexResponse { id, index: None });
+                }
+            }
+            Body::ReadIndexResponse { id, index } => {
+                if self.forwarded.take(id) {
+                    self.emit(match index {
+                        Some(index) => Action::ReadReady { id, index },
+                        None => Action::ReadFailed { id, error: ReadError::LeaderLost },
+                    });
+                }
+            }
+            Body::PreVote { .. } | Body::PreVoteResponse { .. } => {}
         }
     }
 
@@ -643,12 +847,7 @@ impl Node {
         if !well_formed(prev_index, prev_term, &entries, msg_term) {
             return;
         }
-        if self.role == Role::Candidate {
-            // Paper 5.2: a candidate that hears from a leader of its term yields.
-            self.become_follower(self.term, Some(from));
-        }
-        self.leader = Some(from);
-        self.election_elapsed = 0;
+        self.heard_from_leader(from);
 
         let proven = prev_index + entries.len() as Index;
         let (mut prev, mut prev_term) = (prev_index, prev_term);
@@ -702,6 +901,17 @@ impl Node {
             self.apply_committed();
         }
         self.send(from, Body::AppendEntriesResponse(AppendResult::Success { match_index: proven }));
+    }
+
+    /// A message from the leader of our term: follow it.
+    fn heard_from_leader(&mut self, from: NodeId) {
+        if self.role == Role::Candidate {
+            // Paper 5.2: a candidate that hears from a leader of its term yields.
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.pre_candidate = false;
+        self.election_elapsed = 0;
     }
 
     fn conflict_hint(&self, prev: Index) -> ConflictHint {
@@ -763,7 +973,16 @@ impl Node {
             Some(ProposeError::Empty)
         } else {
             let max = self.config.bytes_per_message_max;
-            commands.iter().find(|c| c.len() > max).map(|c| ProposeError::TooLarge { size: c.len(), max })
+            let too_large = commands
+                .iter()
+                .find(|c| c.len() > max)
+                .map(|c| ProposeError::TooLarge { size: c.len(), max });
+            let bytes: usize = commands.iter().map(|c| c.len() + Entry::HEADER_BYTES).sum();
+            let limit = self.config.uncommitted_bytes_max;
+            too_large.or_else(|| {
+                (self.uncommitted_bytes + bytes > limit)
+                    .then_some(ProposeError::UncommittedLimit { max: limit })
+            })
         };
         if let Some(error) = reject {
             self.emit(Action::ProposalRejected { count, error });
@@ -783,6 +1002,7 @@ impl Node {
     /// Appends a new entry of the current term (leader only).
     fn append_local(&mut self, payload: Payload) {
         let entry = Entry { term: self.term, index: self.log.last_index() + 1, payload };
+        self.uncommitted_bytes += entry.size_bytes();
         self.append_entry(entry);
     }
 
@@ -856,6 +1076,12 @@ impl Node {
         if quorum > self.commit && (!current_term_only || self.log.term_at(quorum) == Some(self.term)) {
             self.commit = quorum;
             self.apply_committed();
+            if self.log.term_at(self.commit) == Some(self.term) {
+                // Reads held back until this term's first commit can go now.
+                while let Some((origin, policy)) = self.reads.awaiting_commit.pop_front() {
+                    self.leader_read(origin, policy);
+                }
+            }
             // Tell followers at once rather than at the next heartbeat.
             self.broadcast_append();
         }
@@ -866,6 +1092,10 @@ impl Node {
             return;
         }
         let entries: Vec<Entry> = self.log.range(self.applied + 1, self.commit).cloned().collect();
+        if self.role == Role::Leader {
+            let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
+        }
         self.applied = self.commit;
         while let Some(p) = self.proposed.front_mut() {
             if p.last <= self.applied {
@@ -904,16 +1134,19 @@ impl Node {
     /// empty AppendEntries goes only to a follower whose known commit lags.
     fn send_append(&mut self, peer: NodeId, or_empty: bool) {
         let last = self.log.last_index();
-        let (max_entries, max_bytes, max_inflight) = (
+        let (max_entries, max_bytes, max_inflight, max_inflight_bytes) = (
             self.config.entries_per_message_max,
             self.config.bytes_per_message_max,
             self.config.inflight_messages_max,
+            self.config.inflight_bytes_max,
         );
         let mut sent_any = false;
         loop {
             let Some(p) = self.progress.get(&peer) else { return };
             let probing = p.state == ProgressState::Probe;
-            if !p.can_send(max_inflight) || (p.next_index > last && !(probing && or_empty && !sent_any)) {
+            if !p.can_send(max_inflight, max_inflight_bytes)
+                || (p.next_index > last && !(probing && or_empty && !sent_any))
+            {
                 break;
             }
             let from = p.next_index;
@@ -922,16 +1155,17 @@ impl Node {
             let mut entries = Vec::new();
             let mut bytes = 0;
             for e in self.log.range(from, last).take(max_entries) {
-                bytes += e.size_bytes();
-                if !entries.is_empty() && bytes > max_bytes {
+                let size = e.size_bytes();
+                if !entries.is_empty() && bytes + size > max_bytes {
                     break;
                 }
+                bytes += size;
                 entries.push(e.clone());
             }
             let sent_last = prev + entries.len() as Index;
             let commit = self.commit;
             let p = self.progress.get_mut(&peer).expect("checked above");
-            p.sent(sent_last);
+            p.sent(sent_last, bytes);
             p.commit_conveyed = p.commit_conveyed.max(commit.min(sent_last));
             self.send(
                 peer,
@@ -957,6 +1191,117 @@ impl Node {
                 peer,
                 Body::AppendEntries { prev_index: prev, prev_term, entries: Vec::new(), commit: self.commit },
             );
+        }
+    }
+}
+
+impl Node {
+    // ----- reads (dissertation 6.4) -----
+
+    fn read(&mut self, id: ReadId, policy: ReadPolicy) {
+        if self.role == Role::Leader {
+            return self.leader_read(Origin::Local(id), policy);
+        }
+        let Some(leader) = self.leader else {
+            return self.emit(Action::ReadFailed { id, error: ReadError::NoLeader });
+        };
+        if self.forwarded.reads.len() >= self.config.reads_pending_max {
+            return self.emit(Action::ReadFailed { id, error: ReadError::TooManyPending });
+        }
+        self.forwarded.reads.push_back((id, 0));
+        self.send(leader, Body::ReadIndexRequest { id, lease: policy == ReadPolicy::Lease });
+    }
+
+    fn leader_read(&mut self, origin: Origin, policy: ReadPolicy) {
+        if self.reads.len() >= self.config.reads_pending_max {
+            return self.read_failed(origin, ReadError::TooManyPending);
+        }
+        if self.log.term_at(self.commit) != Some(self.term) {
+            // A new leader does not know what is committed until its own
+            // no-op commits (dissertation 6.4, step 1).
+            self.reads.awaiting_commit.push_back((origin, policy));
+            return;
+        }
+        let lease_holds = policy == ReadPolicy::Lease && self.ticks < self.reads.lease_until;
+        #[cfg(feature = "broken-rules")]
+        let lease_holds = lease_holds || crate::broken::read_without_confirmation();
+        let (me, scratch) = (self.config.id, &mut self.scratch);
+        let alone = self.membership.committed_index(scratch, |id| if id == me { 1 } else { 0 }) > 0;
+        if lease_holds || alone {
+            return self.read_ready(origin, self.commit);
+        }
+        self.reads.push(origin, self.commit);
+        if !self.reads.round_in_flight() {
+            self.start_read_round();
+        }
+    }
+
+    fn start_read_round(&mut self) {
+        let round = self.reads.start_round(self.ticks);
+        let voters: Vec<NodeId> =
+            self.progress.keys().copied().filter(|&id| self.membership.is_voter(id)).collect();
+        for peer in voters {
+            self.send(peer, Body::ReadConfirm { round });
+        }
+    }
+
+    fn on_read_confirm(&mut self, from: NodeId, round: u64) {
+        if self.role == Role::Leader {
+            return;
+        }
+        self.heard_from_leader(from);
+        self.send(from, Body::ReadConfirmResponse { round });
+    }
+
+    fn on_read_confirm_response(&mut self, from: NodeId, round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.read_round = p.read_round.max(round);
+        let (me, progress) = (self.config.id, &self.progress);
+        let confirmed = self.membership.committed_index(&mut self.scratch, |id| {
+            if id == me {
+                u64::MAX
+            } else {
+                progress.get(&id).map_or(0, |p| p.read_round)
+            }
+        });
+        let lease_ticks = u64::from(self.config.election_ticks_min - self.config.lease_drift_ticks);
+        for read in self.reads.confirm(confirmed, lease_ticks) {
+            self.read_ready(read.origin, read.index);
+        }
+        if self.reads.needs_round() && !self.reads.round_in_flight() {
+            self.start_read_round();
+        }
+    }
+
+    fn read_ready(&mut self, origin: Origin, index: Index) {
+        match origin {
+            Origin::Local(id) => self.emit(Action::ReadReady { id, index }),
+            Origin::Remote(node, id) => self.send(node, Body::ReadIndexResponse { id, index: Some(index) }),
+        }
+    }
+
+    fn read_failed(&mut self, origin: Origin, error: ReadError) {
+        match origin {
+            Origin::Local(id) => self.emit(Action::ReadFailed { id, error }),
+            Origin::Remote(node, id) => self.send(node, Body::ReadIndexResponse { id, index: None }),
+        }
+    }
+
+    /// Reads whose confirmation depended on a leadership this step ended.
+    fn fail_orphaned_reads(&mut self, (role_before, leader_before): (Role, Option<NodeId>)) {
+        if role_before == Role::Leader && self.role != Role::Leader {
+            for origin in self.reads.drain_all() {
+                self.read_failed(origin, ReadError::LeaderLost);
+            }
+        }
+        if leader_before != self.leader && !self.forwarded.reads.is_empty() {
+            let ids: Vec<ReadId> = self.forwarded.reads.drain(..).map(|(id, _)| id).collect();
+            for id in ids {
+                self.emit(Action::ReadFailed { id, error: ReadError::LeaderLost });
+            }
         }
     }
 }

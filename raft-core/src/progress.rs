@@ -27,8 +27,15 @@ pub struct Progress {
     pub state: ProgressState,
     /// In probe state: a probe is outstanding, wait before sending another.
     pub(crate) probe_sent: bool,
-    /// Last index of each AppendEntries in flight (replicate state).
-    pub(crate) inflight: VecDeque<Index>,
+    /// Last index and entry bytes of each AppendEntries in flight
+    /// (replicate state).
+    pub(crate) inflight: VecDeque<(Index, usize)>,
+    /// Sum of the bytes in `inflight`.
+    pub(crate) inflight_bytes: usize,
+    /// The highest read-confirmation round this follower acknowledged.
+    pub(crate) read_round: u64,
+    /// Whether the follower answered since the last CheckQuorum.
+    pub(crate) recent_active: bool,
     /// Ticks since `match_index` last advanced while entries were in flight.
     pub(crate) stalled_ticks: u32,
     /// The highest commit index this follower has been told about (in a
@@ -44,6 +51,9 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            read_round: 0,
+            recent_active: false,
             stalled_ticks: 0,
             commit_conveyed: 0,
         }
@@ -55,22 +65,30 @@ impl Progress {
     }
 
     /// Whether another AppendEntries may be sent now.
-    pub(crate) fn can_send(&self, inflight_max: usize) -> bool {
+    pub(crate) fn can_send(&self, inflight_max: usize, inflight_bytes_max: usize) -> bool {
         match self.state {
             ProgressState::Probe => !self.probe_sent,
-            ProgressState::Replicate => self.inflight.len() < inflight_max,
+            ProgressState::Replicate => {
+                self.inflight.len() < inflight_max && self.inflight_bytes < inflight_bytes_max
+            }
         }
     }
 
-    /// Records that entries through `last` were sent.
-    pub(crate) fn sent(&mut self, last: Index) {
+    /// Records that entries through `last`, of `bytes` in all, were sent.
+    pub(crate) fn sent(&mut self, last: Index, bytes: usize) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
                 self.next_index = last + 1;
-                self.inflight.push_back(last);
+                self.inflight.push_back((last, bytes));
+                self.inflight_bytes += bytes;
             }
         }
+    }
+
+    /// Bytes of entries in flight.
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes
     }
 
     /// The follower acknowledged `index`. Returns whether match advanced.
@@ -81,8 +99,12 @@ impl Progress {
             self.stalled_ticks = 0;
         }
         self.next_index = self.next_index.max(index + 1);
-        while self.inflight.front().is_some_and(|&last| last <= index) {
+        while let Some(&(last, bytes)) = self.inflight.front() {
+            if last > index {
+                break;
+            }
             self.inflight.pop_front();
+            self.inflight_bytes -= bytes;
         }
         if self.state == ProgressState::Probe {
             self.become_replicate();
@@ -95,6 +117,7 @@ impl Progress {
         self.next_index = next_index.max(self.match_index + 1);
         self.probe_sent = false;
         self.inflight.clear();
+        self.inflight_bytes = 0;
         self.stalled_ticks = 0;
     }
 
@@ -103,6 +126,7 @@ impl Progress {
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflight.clear();
+        self.inflight_bytes = 0;
         self.stalled_ticks = 0;
     }
 }
@@ -114,22 +138,24 @@ mod tests {
     #[test]
     fn probe_sends_one_at_a_time_then_pipelines() {
         let mut p = Progress::new(5);
-        assert!(p.can_send(4));
-        p.sent(7);
-        assert!(!p.can_send(4), "a probe waits for its answer");
+        assert!(p.can_send(4, usize::MAX));
+        p.sent(7, 10);
+        assert!(!p.can_send(4, usize::MAX), "a probe waits for its answer");
         assert_eq!(p.next_index, 5, "probing does not advance next optimistically");
         assert!(p.acked(7));
         assert_eq!(p.state, ProgressState::Replicate);
         assert_eq!(p.next_index, 8);
         for last in [9, 11, 13, 15] {
-            assert!(p.can_send(4));
-            p.sent(last);
+            assert!(p.can_send(4, usize::MAX));
+            p.sent(last, 10);
         }
-        assert!(!p.can_send(4), "window of 4 is full");
+        assert!(!p.can_send(4, usize::MAX), "window of 4 is full");
         p.acked(11);
         assert_eq!(p.inflight_messages(), 2);
-        assert!(p.can_send(4));
+        assert!(p.can_send(4, usize::MAX));
         assert_eq!(p.next_index, 16);
+        assert_eq!(p.inflight_bytes(), 20);
+        assert!(!p.can_send(8, 20), "byte window of 20 is full");
     }
 
     #[test]

@@ -177,6 +177,19 @@ impl Net {
         )
     }
 
+    /// A brand-new cluster of `n` voters whose configs `tune` adjusts.
+    pub fn with_config(n: u64, tune: impl Fn(&mut Config)) -> Net {
+        Net::from_restored(
+            (1..=n)
+                .map(|id| {
+                    let mut config = Config::new(id);
+                    tune(&mut config);
+                    (config, Restored::new_cluster(membership(n)))
+                })
+                .collect(),
+        )
+    }
+
     /// An `n`-voter cluster where node `i + 1` starts with term `logs[i].0`
     /// (no vote) and the log `logs[i].1`.
     pub fn with_logs(logs: &[(Term, &[Term])]) -> Net {
