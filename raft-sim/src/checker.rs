@@ -302,7 +302,8 @@ impl Checker {
         match self.committed.get(at) {
             Some(&t) if t == e.term => {}
             Some(&t) => {
-                let detail = format!("node {id} applies {}/{} but {}/{t} is committed", e.index, e.term, e.index);
+                let detail =
+                    format!("node {id} applies {}/{} but {}/{t} is committed", e.index, e.term, e.index);
                 self.fail(Property::StateMachineSafety, detail);
                 return;
             }
@@ -385,7 +386,8 @@ mod tests {
     fn conflicting_entries_at_one_index_and_term_are_caught() {
         let d = Disk::default();
         let mut c = Checker::new(&[&d, &d]);
-        let e = |payload: &'static [u8]| Entry { index: 1, term: 1, payload: Payload::Command(payload.into()) };
+        let e =
+            |payload: &'static [u8]| Entry { index: 1, term: 1, payload: Payload::Command(payload.into()) };
         c.on_log_change(0, &Persist { entries: vec![e(b"a")], ..Persist::default() });
         c.on_log_change(1, &Persist { entries: vec![e(b"b")], ..Persist::default() });
         assert_eq!(c.violation.as_ref().map(|v| v.property), Some(Property::LogMatching));

@@ -157,7 +157,11 @@ fn run(seeds: Range<u64>, jobs: Option<usize>, args: &RunArgs) -> ExitCode {
         total as f64 / wall
     );
     for r in &failed {
-        println!("FAILED seed {}: {}", r.seed, r.violation.as_ref().map(|v| v.to_string()).unwrap_or_default());
+        println!(
+            "FAILED seed {}: {}",
+            r.seed,
+            r.violation.as_ref().map(|v| v.to_string()).unwrap_or_default()
+        );
     }
     if failed.is_empty() {
         ExitCode::SUCCESS

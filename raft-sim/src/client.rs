@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use raft_core::NodeId;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use raft_core::NodeId;
 
 use crate::event::Time;
 use crate::kv::{Command, Op, Output};

@@ -41,7 +41,11 @@ impl Disk {
 
     /// What a restarting node gets back.
     pub fn restored(&self) -> Restored {
-        Restored { hard_state: self.hard_state, snapshot: self.snapshot.clone(), entries: self.entries.clone() }
+        Restored {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+        }
     }
 
     /// The durable term and vote.

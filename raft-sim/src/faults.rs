@@ -27,7 +27,8 @@ pub struct FaultKinds {
 
 impl FaultKinds {
     /// Every fault family.
-    pub const ALL: FaultKinds = FaultKinds { network: true, partition: true, crash: true, pause: true, disk: true };
+    pub const ALL: FaultKinds =
+        FaultKinds { network: true, partition: true, crash: true, pause: true, disk: true };
     /// No faults.
     pub const NONE: FaultKinds =
         FaultKinds { network: false, partition: false, crash: false, pause: false, disk: false };
@@ -50,7 +51,11 @@ impl FromStr for FaultKinds {
                 "crash" => k.crash = true,
                 "pause" => k.pause = true,
                 "disk" => k.disk = true,
-                other => return Err(format!("unknown fault {other:?}: use all, none, network, partition, crash, pause, disk")),
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?}: use all, none, network, partition, crash, pause, disk"
+                    ))
+                }
             }
         }
         Ok(k)
@@ -99,7 +104,14 @@ impl FaultPlan {
         let pause_every_ms = every(rng, kinds.pause, 200, 2000);
         let disk_latency_max_ms = if kinds.disk && rng.gen_bool(0.5) { rng.gen_range(1..=10) } else { 0 };
         let down_max_ms = [50, 500, 1500][rng.gen_range(0..3)];
-        FaultPlan { net, partition_every_ms, crash_every_ms, pause_every_ms, disk_latency_max_ms, down_max_ms }
+        FaultPlan {
+            net,
+            partition_every_ms,
+            crash_every_ms,
+            pause_every_ms,
+            disk_latency_max_ms,
+            down_max_ms,
+        }
     }
 
     /// No faults, reliable network.

@@ -296,7 +296,8 @@ mod tests {
     #[test]
     fn known_non_linearizable_histories() {
         // A stale read after a completed write.
-        let h = [op(1, 0, Some(10), RegOp::Write { value: 1 }), op(2, 11, Some(12), RegOp::Read { value: 0 })];
+        let h =
+            [op(1, 0, Some(10), RegOp::Write { value: 1 }), op(2, 11, Some(12), RegOp::Read { value: 0 })];
         assert_eq!(check_register(&h, 1 << 20), Some(false));
         // Two reads that disagree on the order of two writes.
         let h = [

@@ -3,9 +3,9 @@
 
 use std::fmt;
 
+use raft_core::NodeId;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use raft_core::NodeId;
 
 use crate::event::Time;
 
@@ -191,7 +191,9 @@ impl Network {
                 r.push(*x);
                 for a in 1..=n {
                     for b in 1..=n {
-                        let up = a == b || (l.contains(&a) && l.contains(&b)) || (r.contains(&a) && r.contains(&b));
+                        let up = a == b
+                            || (l.contains(&a) && l.contains(&b))
+                            || (r.contains(&a) && r.contains(&b));
                         self.set_link(a, b, up);
                     }
                 }

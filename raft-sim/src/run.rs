@@ -88,7 +88,10 @@ impl RunReport {
     /// and the command that replays it. Empty if the run passed.
     pub fn failure_text(&self) -> String {
         let Some(v) = &self.violation else { return String::new() };
-        let mut s = format!("seed {} FAILED ({} nodes; {})\n  {v}\n  last events:\n", self.seed, self.nodes, self.plan);
+        let mut s = format!(
+            "seed {} FAILED ({} nodes; {})\n  {v}\n  last events:\n",
+            self.seed, self.nodes, self.plan
+        );
         for l in &self.last_lines {
             let _ = writeln!(s, "    {l}");
         }
@@ -122,7 +125,8 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
     let (sim, plan) = run_once(seed, opts, opts.trace);
     let mut violation = sim.violation().cloned();
     if violation.is_none() && sim.phase() != Phase::Finished {
-        violation = Some(Violation { property: Property::Liveness, detail: "run ended before converging".into() });
+        violation =
+            Some(Violation { property: Property::Liveness, detail: "run ended before converging".into() });
     }
     let mut lin_seconds = 0.0;
     if violation.is_none() {
@@ -141,7 +145,8 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
         let (again, _) = run_once(seed, opts, TraceMode::Keep(30));
         last_lines = again.trace().lines().map(str::to_string).collect();
     }
-    let mut replay = format!("cargo run --release -p raft-sim -- replay --seed {seed} --nodes {}", opts.nodes);
+    let mut replay =
+        format!("cargo run --release -p raft-sim -- replay --seed {seed} --nodes {}", opts.nodes);
     if opts.faults != FaultKinds::ALL {
         replay.push_str(" --faults <as in the run>");
     }

@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use raft_core::{
     Action, Body, Config, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload,
     ProposeError, Restored, Role, Term,
 };
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{Checker, Property, Violation};
 use crate::client::{Client, Reply};
@@ -221,10 +221,8 @@ impl Sim {
     /// clients and the nemesis.
     pub fn new(opts: SimOptions) -> Sim {
         let n = opts.nodes;
-        let restored = opts
-            .restored
-            .clone()
-            .unwrap_or_else(|| vec![Restored::new_cluster(membership_of(n)); n]);
+        let restored =
+            opts.restored.clone().unwrap_or_else(|| vec![Restored::new_cluster(membership_of(n)); n]);
         assert_eq!(restored.len(), n, "one Restored per node");
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
         let net = Network::new(n, opts.plan.net.clone());
@@ -593,7 +591,8 @@ impl Sim {
 
     fn lost(&mut self, i: usize, lost: Lost) {
         let sn = &mut self.nodes[i];
-        let gone: Vec<Index> = sn.waiting.range(lost.first_index..=lost.last_index).map(|(&k, _)| k).collect();
+        let gone: Vec<Index> =
+            sn.waiting.range(lost.first_index..=lost.last_index).map(|(&k, _)| k).collect();
         for k in gone {
             if let Some((client, serial, _)) = self.nodes[i].waiting.remove(&k) {
                 self.reply(client, serial, Reply::Lost);
@@ -687,7 +686,9 @@ impl Sim {
                 else {
                     return;
                 };
-                self.trace.record(self.now, 0x11 ^ cmd.serial, || format!("client {} -> {}: {cmd:?}", client + 1, node + 1));
+                self.trace.record(self.now, 0x11 ^ cmd.serial, || {
+                    format!("client {} -> {}: {cmd:?}", client + 1, node + 1)
+                });
                 self.on_request(node, client, cmd);
             }
             Event::Reply { client, serial, reply } => self.on_reply(client, serial, reply),
@@ -831,7 +832,8 @@ impl Sim {
     }
 
     fn random_up_node(&mut self) -> Option<usize> {
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].state == NodeState::Up).collect();
+        let up: Vec<usize> =
+            (0..self.nodes.len()).filter(|&i| self.nodes[i].state == NodeState::Up).collect();
         (!up.is_empty()).then(|| up[self.rng.gen_range(0..up.len())])
     }
 

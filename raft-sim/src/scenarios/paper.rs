@@ -1,5 +1,3 @@
-
-
 use bytes::Bytes;
 use raft_core::{Body, Config, Message, NodeId, Payload, Restored, Role, Term};
 
@@ -9,7 +7,10 @@ use crate::sim::{restored_with_log, Sim, SimOptions};
 pub(crate) const SCENARIOS: &[Scenario] = &[
     ("b1_figure6_commit_and_state", b1_figure6_commit_and_state),
     ("b2_figure8_old_term_never_committed_by_counting", b2_figure8_old_term_never_committed_by_counting),
-    ("b2_figure8_current_term_entry_commits_and_blocks_s5", b2_figure8_current_term_entry_commits_and_blocks_s5),
+    (
+        "b2_figure8_current_term_entry_commits_and_blocks_s5",
+        b2_figure8_current_term_entry_commits_and_blocks_s5,
+    ),
     ("b3_figure9_up_to_date_check_blocks_s5", b3_figure9_up_to_date_check_blocks_s5),
 ];
 
