@@ -192,7 +192,7 @@ pub fn check_register(ops: &[Operation], budget: u64) -> Option<bool> {
         prev[n] = last;
         last = n;
     }
-    let is_call = |n: usize| (n - 1) % 2 == 0;
+    let is_call = |n: usize| (n - 1).is_multiple_of(2);
     let op_of = |n: usize| (n - 1) / 2;
     let ret_of = |call: usize| call + 1;
 

@@ -655,7 +655,7 @@ impl Sim {
                 if sn.tick_generation != generation || sn.state != NodeState::Up {
                     return;
                 }
-                self.trace.record(self.now, 0x7 ^ (node as u64) << 8, || String::new());
+                self.trace.record(self.now, 0x7 ^ ((node as u64) << 8), String::new);
                 self.step(node, Input::Tick, None);
                 self.schedule_tick(node, false);
             }

@@ -570,7 +570,7 @@ fn figure8(net: NetConfig, iterations: u64, crash: bool) -> Outcome {
         }
         lab.run(if it % 10 == 0 { ELECTION_MS / 2 } else { 13 })?;
         pick = pick.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        if let Some(l) = leader.filter(|_| (pick >> 33) % 2 == 0) {
+        if let Some(l) = leader.filter(|_| (pick >> 33).is_multiple_of(2)) {
             if crash {
                 lab.sim.crash(l);
             } else {
