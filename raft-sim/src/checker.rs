@@ -178,12 +178,22 @@ impl Checker {
 
     /// A node stepped and its log changed as `p` says (in memory; the disk
     /// may lag). Call before [`Checker::after_step`].
-    pub fn on_log_change(&mut self, node: usize, p: &Persist) {
+    ///
+    /// `term` is the node's term after the step: the term of the leader
+    /// whose AppendEntries caused any truncation. A stale leader (of a term
+    /// no later than the one in which an entry was committed) may overwrite
+    /// that entry on a follower outside the committing quorum; a later
+    /// leader may not.
+    pub fn on_log_change(&mut self, node: usize, p: &Persist, term: Term) {
         self.checks += 1;
         if let Some(from) = p.truncate_from {
             let view = &self.nodes[node];
             let k = (view.log.len()).min(self.committed.len());
-            if from as usize <= k && k > 0 && view.log[k - 1] == self.committed[k - 1] {
+            if from as usize <= k
+                && k > 0
+                && view.log[k - 1] == self.committed[k - 1]
+                && term > self.committed_in[from as usize - 1]
+            {
                 let detail = format!(
                     "node {} truncates its log from {from}, dropping committed entry {k} (term {})",
                     node + 1,
@@ -388,8 +398,8 @@ mod tests {
         let mut c = Checker::new(&[&d, &d]);
         let e =
             |payload: &'static [u8]| Entry { index: 1, term: 1, payload: Payload::Command(payload.into()) };
-        c.on_log_change(0, &Persist { entries: vec![e(b"a")], ..Persist::default() });
-        c.on_log_change(1, &Persist { entries: vec![e(b"b")], ..Persist::default() });
+        c.on_log_change(0, &Persist { entries: vec![e(b"a")], ..Persist::default() }, 1);
+        c.on_log_change(1, &Persist { entries: vec![e(b"b")], ..Persist::default() }, 1);
         assert_eq!(c.violation.as_ref().map(|v| v.property), Some(Property::LogMatching));
     }
 }

@@ -27,7 +27,7 @@ struct RunArgs {
     #[arg(long, default_value = "all")]
     faults: FaultKinds,
     /// Safety phase length in logical ms.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 20_000)]
     safety_ms: u64,
     /// Liveness bound in logical ms.
     #[arg(long, default_value_t = 10_000)]

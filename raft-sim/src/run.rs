@@ -44,7 +44,7 @@ impl Default for RunOptions {
         RunOptions {
             nodes: 5,
             faults: FaultKinds::ALL,
-            safety_ms: 5_000,
+            safety_ms: 20_000,
             liveness_ms: 10_000,
             clients: 4,
             keys: 3,

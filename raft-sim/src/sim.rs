@@ -471,10 +471,10 @@ impl Sim {
         let Some(node) = sn.node.as_mut() else { return };
         let before = (node.role(), node.term());
         node.step_into(input, &mut acts);
-        let _ = sn;
+        let term = node.term();
         for a in &acts {
             match a {
-                Action::Persist(p) => self.checker.on_log_change(i, p),
+                Action::Persist(p) => self.checker.on_log_change(i, p, term),
                 Action::Send(m) => {
                     // Checked when the vote is cast, not when the (possibly
                     // sync-delayed) response leaves.
@@ -979,10 +979,12 @@ impl Sim {
         }
         let mut result = Err(ProposeError::Empty);
         let mut acts = std::mem::take(&mut self.scratch);
-        self.nodes[i].node.as_mut().expect("up").step_into(Input::Propose(vec![command]), &mut acts);
+        let node = self.nodes[i].node.as_mut().expect("up");
+        node.step_into(Input::Propose(vec![command]), &mut acts);
+        let term = node.term();
         for a in &acts {
             match a {
-                Action::Persist(p) => self.checker.on_log_change(i, p),
+                Action::Persist(p) => self.checker.on_log_change(i, p, term),
                 Action::ProposalAccepted { term, first_index, .. } => result = Ok((*term, *first_index)),
                 Action::ProposalRejected { error, .. } => result = Err(error.clone()),
                 _ => {}
