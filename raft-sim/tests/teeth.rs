@@ -29,7 +29,7 @@ fn hunt_with(rule: Option<BrokenRule>, opts: &RunOptions, max_seeds: u64) -> Opt
 }
 
 #[test]
-fn commit_old_term_by_counting_is_caught_by_figure8_and_random_runs() {
+fn commit_old_term_by_counting_is_caught_by_figure8() {
     broken::set(BrokenRule::CommitOldTermByCounting);
     let (_, b2) = scenarios::find("b2_figure8_old_term_never_committed_by_counting").expect("exists");
     let outcome = b2();
