@@ -1,4 +1,95 @@
-//! The tokio runtime for raft-core: HTTP Transport (axum), HTTP Peer
-//! (reqwest) and the `RaftHandle` API.
+//! The tokio runtime for `raft-core`: it runs a Raft node in an async
+//! application, persists through `raft-storage`, talks to other nodes over
+//! HTTP, and applies committed commands to the application's
+//! [`StateMachine`].
 //!
-//! Not built yet (issue 8).
+//! - [`RaftNode::start`] opens the data directory and starts the node: one
+//!   tokio task owns the `raft_core::Node` and executes its actions in
+//!   order; ticks come from a tokio interval ([`Options::tick`], 10 ms by
+//!   default); `Persist`s are made durable on a dedicated thread, all those
+//!   queued during one fsync going into the next (group commit), and every
+//!   action that followed them waits until they are durable; committed
+//!   entries are applied on their own thread.
+//! - [`RaftHandle`] is the application's side: [`RaftHandle::propose`]
+//!   (on the leader) returns the state machine's response once applied,
+//!   [`RaftHandle::read`] is a linearizable barrier, [`RaftHandle::status`],
+//!   [`RaftHandle::leader`] (a watch channel of leader changes),
+//!   [`RaftHandle::shutdown`].
+//! - Egress is the [`Peer`] trait, made per remote node by a [`Connect`]:
+//!   [`HttpConnect`]/[`HttpPeer`] POST postcard-encoded batches with reqwest;
+//!   [`ChannelNetwork`] delivers in-process, for tests.
+//! - Ingress is the [`Transport`]: an axum `Router` with
+//!   `POST /raft/messages`, checking a cluster id and a bearer secret.
+//!
+//! Not yet: forwarding proposals from followers to the leader (a follower
+//! answers [`Error::NotLeader`] with a hint), membership changes,
+//! leadership transfer, snapshots (raft-core has none yet).
+//!
+//! A one-node cluster, in-process:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use raft_core::{Config, Membership};
+//! use raft_http::{ChannelNetwork, Options, RaftNode, StateMachine};
+//!
+//! struct Counter(u64);
+//! impl StateMachine for Counter {
+//!     fn apply(&mut self, _index: u64, _command: &[u8]) -> Bytes {
+//!         self.0 += 1;
+//!         Bytes::from(self.0.to_string())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), raft_http::Error> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let options = Options::new(Config::new(1), dir.path())
+//!     .initial_membership(Membership::with_voters([(1, "local")]));
+//! let handle = RaftNode::start(options, Counter(0), ChannelNetwork::new()).await?;
+//!
+//! let mut leader = handle.leader();
+//! leader.wait_for(|state| state.is_leader).await.unwrap();
+//! assert_eq!(handle.propose("increment").await?, Bytes::from("1"));
+//! handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Over HTTP, each node serves its [`Transport`] and sends through
+//! [`HttpConnect`]; membership addresses are `host:port`:
+//!
+//! ```no_run
+//! # use bytes::Bytes;
+//! # use raft_core::{Config, Membership};
+//! # use raft_http::{HttpConnect, HttpOptions, Options, RaftNode, StateMachine, Transport};
+//! # struct Echo;
+//! # impl StateMachine for Echo {
+//! #     fn apply(&mut self, _index: u64, command: &[u8]) -> Bytes { Bytes::copy_from_slice(command) }
+//! # }
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let membership =
+//!     Membership::with_voters([(1, "10.0.0.1:7001"), (2, "10.0.0.2:7001"), (3, "10.0.0.3:7001")]);
+//! let http = HttpOptions::new("my-cluster").secret("s3cret");
+//! let options = Options::new(Config::new(1), "/var/lib/raft").initial_membership(membership);
+//! let handle = RaftNode::start(options, Echo, HttpConnect::new(http.clone())?).await?;
+//!
+//! let app = Transport::new(handle.clone(), &http).router(); // merge with your own routes
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:7001").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod handle;
+mod peer;
+mod runtime;
+mod transport;
+
+pub use error::Error;
+pub use handle::{LeaderState, RaftHandle};
+pub use peer::{ChannelNetwork, Connect, HttpConnect, HttpOptions, HttpPeer, Peer};
+pub use runtime::{Options, RaftNode, StateMachine};
+pub use transport::{Transport, CLUSTER_HEADER};

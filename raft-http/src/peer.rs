@@ -1,0 +1,221 @@
+//! Egress: how a node's messages reach other nodes.
+//!
+//! The runtime asks a [`Connect`] for one [`Peer`] per remote node (by id and
+//! the opaque address string of the membership) the first time it sends
+//! there, and again if the address changes. [`Peer::send`] must never block:
+//! Raft tolerates lost, duplicated and reordered messages, so a peer that
+//! cannot keep up drops messages rather than slowing the node down.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raft_core::{Message, NodeId};
+use tokio::sync::mpsc;
+
+use crate::handle::RaftHandle;
+
+/// The way to one remote node.
+pub trait Peer: Send + Sync + 'static {
+    /// Queues `message` for delivery. Never blocks; may drop the message.
+    fn send(&self, message: Message);
+}
+
+/// Makes [`Peer`]s: one per remote node.
+pub trait Connect: Send + Sync + 'static {
+    /// A peer that delivers to node `id` at `address` (the membership's
+    /// opaque address string for it).
+    fn connect(&self, id: NodeId, address: &str) -> Box<dyn Peer>;
+}
+
+/// An in-process network for tests: every node registers its handle, and
+/// messages are handed straight to the recipient's input queue.
+#[derive(Clone, Default)]
+pub struct ChannelNetwork {
+    nodes: Arc<Mutex<HashMap<NodeId, RaftHandle>>>,
+}
+
+impl fmt::Debug for ChannelNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes = self.nodes.lock().map(|n| n.keys().copied().collect::<Vec<_>>()).unwrap_or_default();
+        f.debug_struct("ChannelNetwork").field("nodes", &nodes).finish()
+    }
+}
+
+impl ChannelNetwork {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Routes messages for `id` to `handle` (replacing any earlier one).
+    pub fn register(&self, id: NodeId, handle: RaftHandle) {
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.insert(id, handle);
+        }
+    }
+
+    /// Stops delivering to `id`: its messages are dropped.
+    pub fn unregister(&self, id: NodeId) {
+        if let Ok(mut nodes) = self.nodes.lock() {
+            nodes.remove(&id);
+        }
+    }
+}
+
+impl Connect for ChannelNetwork {
+    fn connect(&self, id: NodeId, _address: &str) -> Box<dyn Peer> {
+        Box::new(ChannelPeer { id, network: self.clone() })
+    }
+}
+
+#[derive(Debug)]
+struct ChannelPeer {
+    id: NodeId,
+    network: ChannelNetwork,
+}
+
+impl Peer for ChannelPeer {
+    fn send(&self, message: Message) {
+        let handle = self.network.nodes.lock().ok().and_then(|nodes| nodes.get(&self.id).cloned());
+        if let Some(handle) = handle {
+            let _ = handle.receive(vec![message]);
+        }
+    }
+}
+
+/// Settings shared by every [`HttpPeer`] of a node.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Sent as the `x-raft-cluster` header; the receiver checks it.
+    pub cluster_id: String,
+    /// Sent as `Authorization: Bearer <secret>` if set.
+    pub secret: Option<String>,
+    /// Deadline of one POST, connection included.
+    pub request_timeout: Duration,
+    /// Deadline for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Messages waiting for one peer; more are dropped.
+    pub queue_max: usize,
+    /// Most messages coalesced into one request.
+    pub batch_messages_max: usize,
+}
+
+impl HttpOptions {
+    /// Defaults for `cluster_id`: no secret, 2 s requests, 1 s connects,
+    /// 4096 queued messages, 256 messages a request.
+    pub fn new(cluster_id: impl Into<String>) -> Self {
+        HttpOptions {
+            cluster_id: cluster_id.into(),
+            secret: None,
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            queue_max: 4096,
+            batch_messages_max: 256,
+        }
+    }
+
+    /// Sets the bearer secret.
+    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+        self.secret = Some(secret.into());
+        self
+    }
+}
+
+/// Makes [`HttpPeer`]s. An address is `host:port` (or a full `http://` URL);
+/// messages are POSTed to `<address>/raft/messages`.
+#[derive(Clone, Debug)]
+pub struct HttpConnect {
+    options: HttpOptions,
+    client: reqwest::Client,
+}
+
+impl HttpConnect {
+    /// A connector with its own connection pool.
+    pub fn new(options: HttpOptions) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .build()?;
+        Ok(HttpConnect { options, client })
+    }
+}
+
+impl Connect for HttpConnect {
+    fn connect(&self, id: NodeId, address: &str) -> Box<dyn Peer> {
+        Box::new(HttpPeer::spawn(id, address, self.options.clone(), self.client.clone()))
+    }
+}
+
+/// A peer reached over HTTP. One tokio task per peer POSTs its queued
+/// messages, coalesced into one postcard-encoded `Vec<Message>` per request,
+/// one request at a time: a slow or dead peer fills only its own queue
+/// (then drops), never anyone else's. Dropping the `HttpPeer` ends its task.
+#[derive(Debug)]
+pub struct HttpPeer {
+    queue: mpsc::Sender<Message>,
+}
+
+impl HttpPeer {
+    /// Starts the sender task for node `id` at `address`. Must be called
+    /// inside a tokio runtime.
+    pub fn spawn(id: NodeId, address: &str, options: HttpOptions, client: reqwest::Client) -> Self {
+        let (queue, rx) = mpsc::channel(options.queue_max.max(1));
+        let url = if address.starts_with("http://") || address.starts_with("https://") {
+            format!("{}/raft/messages", address.trim_end_matches('/'))
+        } else {
+            format!("http://{address}/raft/messages")
+        };
+        tokio::spawn(sender(id, url, options, client, rx));
+        HttpPeer { queue }
+    }
+}
+
+impl Peer for HttpPeer {
+    fn send(&self, message: Message) {
+        if self.queue.try_send(message).is_err() {
+            tracing::trace!("peer queue full or closed: message dropped");
+        }
+    }
+}
+
+async fn sender(
+    id: NodeId,
+    url: String,
+    options: HttpOptions,
+    client: reqwest::Client,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < options.batch_messages_max {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let body = match postcard::to_allocvec(&batch) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(peer = id, "cannot encode messages: {e}");
+                continue;
+            }
+        };
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .header(crate::transport::CLUSTER_HEADER, &options.cluster_id)
+            .body(body);
+        if let Some(secret) = &options.secret {
+            request = request.bearer_auth(secret);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => tracing::debug!(peer = id, status = %response.status(), "peer refused messages"),
+            Err(e) => tracing::debug!(peer = id, "sending to peer failed: {e}"),
+        }
+    }
+}

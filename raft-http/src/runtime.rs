@@ -1,0 +1,503 @@
+//! The node task, the storage thread and the apply thread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_core::{
+    Action, Config, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload, Persist, ReadId,
+    ReadPolicy, Restored, Role, Term,
+};
+use raft_storage::{FileStorage, Storage, StorageError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::Error;
+use crate::handle::{Command, LeaderState, RaftHandle, Shared};
+use crate::peer::{Connect, Peer};
+
+/// The application's replicated state machine.
+///
+/// [`StateMachine::apply`] is called for each committed command, in log
+/// order, exactly once per node lifetime: after a restart the log is applied
+/// again from the beginning (or from the last snapshot), so a state machine
+/// that is rebuilt in memory on start comes back to the same state.
+/// It runs on a dedicated thread, so it may block.
+pub trait StateMachine: Send + 'static {
+    /// Applies the command committed at `index` and returns the response
+    /// [`RaftHandle::propose`] hands back to the proposer.
+    fn apply(&mut self, index: Index, command: &[u8]) -> Bytes;
+
+    /// Serializes the state. **Not used yet**: raft-core does not take
+    /// snapshots yet, so the runtime never calls it.
+    fn snapshot(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Replaces the state with a snapshot's data. Called on start only when
+    /// the data directory holds a snapshot with an index above 0, which
+    /// nothing creates yet.
+    fn restore(&mut self, data: &[u8]) {
+        let _ = data;
+    }
+}
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// The core's configuration (id, timeouts in ticks, limits).
+    pub config: Config,
+    /// The node's data directory (created if missing, locked while open).
+    pub data_dir: PathBuf,
+    /// Storage tunables.
+    pub storage: raft_storage::Options,
+    /// The configuration of a brand-new cluster. Used only when the data
+    /// directory is empty: it is saved as the index-0 snapshot. With `None`
+    /// an empty directory starts a node that joins an existing cluster.
+    pub initial_membership: Option<Membership>,
+    /// The length of one tick (default 10 ms).
+    pub tick: Duration,
+    /// Deadline of [`RaftHandle::propose`] (default 5 s).
+    pub propose_timeout: Duration,
+    /// Deadline of [`RaftHandle::read`] (default 5 s).
+    pub read_timeout: Duration,
+    /// Capacity of the node's input queue (default 4096).
+    pub inbox_max: usize,
+}
+
+impl Options {
+    /// Defaults for a node with `config` storing its state in `data_dir`.
+    pub fn new(config: Config, data_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            config,
+            data_dir: data_dir.into(),
+            storage: raft_storage::Options::default(),
+            initial_membership: None,
+            tick: Duration::from_millis(10),
+            propose_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            inbox_max: 4096,
+        }
+    }
+
+    /// Sets [`Options::initial_membership`].
+    pub fn initial_membership(mut self, membership: Membership) -> Self {
+        self.initial_membership = Some(membership);
+        self
+    }
+
+    /// Sets [`Options::tick`].
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
+    /// Sets [`Options::propose_timeout`].
+    pub fn propose_timeout(mut self, timeout: Duration) -> Self {
+        self.propose_timeout = timeout;
+        self
+    }
+}
+
+/// Starts nodes: see [`RaftNode::start`].
+#[derive(Debug)]
+pub struct RaftNode(());
+
+impl RaftNode {
+    /// Opens the data directory, recovers the node's state, and starts it:
+    /// one tokio task owns the `raft_core::Node` and executes its actions,
+    /// a dedicated thread makes `Persist`s durable (many per fsync), another
+    /// applies committed entries to `state_machine`. Messages leave through
+    /// peers made by `connect`; messages arrive through
+    /// [`RaftHandle::receive`] (for example from a [`crate::Transport`]).
+    ///
+    /// Must be called inside a tokio runtime with the timer enabled.
+    pub async fn start(
+        options: Options,
+        mut state_machine: impl StateMachine,
+        connect: impl Connect,
+    ) -> Result<RaftHandle, Error> {
+        let id = options.config.id;
+        let dir = options.data_dir.clone();
+        let storage_options = options.storage.clone();
+        let membership = options.initial_membership.clone();
+        let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let (mut storage, recovered) = FileStorage::open(&dir, storage_options)?;
+            if recovered.is_new() {
+                let restored = match membership {
+                    Some(m) => {
+                        let restored = Restored::new_cluster(m);
+                        storage.save_snapshot(&restored.snapshot, &[])?;
+                        restored
+                    }
+                    None => Restored::joining(),
+                };
+                return Ok((storage, restored, None));
+            }
+            let data = if recovered.restored.snapshot.index > 0 {
+                storage.read_snapshot()?.map(|(_, data)| data)
+            } else {
+                None
+            };
+            Ok((storage, recovered.restored, data))
+        })
+        .await
+        .map_err(|_| Error::Stopped)??;
+        let (storage, restored, snapshot_data) = opened;
+        let first_applied = restored.snapshot.index;
+        let node = Node::new(options.config.clone(), restored)?;
+        if let Some(data) = snapshot_data {
+            state_machine.restore(&data);
+        }
+
+        let (persist_tx, persist_rx) = std::sync::mpsc::channel::<Vec<Persist>>();
+        let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+        let storage_thread = std::thread::Builder::new()
+            .name(format!("raft-storage-{id}"))
+            .spawn(move || storage_loop(storage, persist_rx, durable_tx))
+            .map_err(|e| Error::Storage(StorageError::Io { path: options.data_dir.clone(), source: e }))?;
+
+        let (applied_tx, applied_rx) = watch::channel(first_applied);
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let apply_thread = std::thread::Builder::new()
+            .name(format!("raft-apply-{id}"))
+            .spawn(move || apply_loop(state_machine, apply_rx, applied_tx))
+            .map_err(|e| Error::Storage(StorageError::Io { path: options.data_dir.clone(), source: e }))?;
+
+        let (commands_tx, commands_rx) = mpsc::channel(options.inbox_max.max(1));
+        let initial =
+            LeaderState { term: node.term(), leader: node.leader(), is_leader: node.role() == Role::Leader };
+        let (leader_tx, leader_rx) = watch::channel(initial);
+        let (stopped_tx, stopped_rx) = watch::channel(false);
+
+        let driver = Driver {
+            node,
+            connect: Box::new(connect),
+            peers: HashMap::new(),
+            persist_tx: Some(persist_tx),
+            apply_tx: Some(apply_tx),
+            leader_tx,
+            reads: HashMap::new(),
+            next_read: 1,
+            in_flight: false,
+            held: Vec::new(),
+            queued: Vec::new(),
+        };
+        tokio::spawn(driver.run(
+            options.tick,
+            commands_rx,
+            durable_rx,
+            storage_thread,
+            apply_thread,
+            stopped_tx,
+        ));
+
+        let shared = Arc::new(Shared {
+            id,
+            propose_timeout: options.propose_timeout,
+            read_timeout: options.read_timeout,
+        });
+        Ok(RaftHandle {
+            shared,
+            commands: commands_tx,
+            leader: leader_rx,
+            applied: applied_rx,
+            stopped: stopped_rx,
+        })
+    }
+}
+
+fn storage_loop(
+    mut storage: FileStorage,
+    batches: std::sync::mpsc::Receiver<Vec<Persist>>,
+    durable: mpsc::UnboundedSender<Result<(), StorageError>>,
+) {
+    // The node task sends one batch at a time and gathers everything that
+    // arrives meanwhile into the next one: one fdatasync per batch.
+    for batch in batches {
+        let result = storage.write_batch(&batch);
+        let failed = result.is_err();
+        if durable.send(result).is_err() || failed {
+            break;
+        }
+    }
+}
+
+enum ApplyMsg {
+    /// The proposal at `index` in `term` waits for its response.
+    Register {
+        index: Index,
+        term: Term,
+        reply: oneshot::Sender<Result<Bytes, Error>>,
+    },
+    Entries(Vec<Entry>),
+    Lost(Lost),
+}
+
+fn apply_loop(
+    mut state_machine: impl StateMachine,
+    mut inbox: mpsc::UnboundedReceiver<ApplyMsg>,
+    applied: watch::Sender<Index>,
+) {
+    let mut waiters: BTreeMap<Index, (Term, oneshot::Sender<Result<Bytes, Error>>)> = BTreeMap::new();
+    while let Some(msg) = inbox.blocking_recv() {
+        match msg {
+            ApplyMsg::Register { index, term, reply } => {
+                if let Some((_, old)) = waiters.insert(index, (term, reply)) {
+                    let _ = old.send(Err(Error::ProposalLost));
+                }
+            }
+            ApplyMsg::Lost(lost) => {
+                let indexes: Vec<Index> = waiters
+                    .range(lost.first_index..=lost.last_index)
+                    .filter(|(_, (term, _))| *term == lost.term)
+                    .map(|(index, _)| *index)
+                    .collect();
+                for index in indexes {
+                    if let Some((_, reply)) = waiters.remove(&index) {
+                        let _ = reply.send(Err(Error::ProposalLost));
+                    }
+                }
+            }
+            ApplyMsg::Entries(entries) => {
+                let Some(last) = entries.last().map(|e| e.index) else { continue };
+                for entry in entries {
+                    let response = match &entry.payload {
+                        Payload::Command(command) => state_machine.apply(entry.index, command),
+                        _ => Bytes::new(),
+                    };
+                    if let Some((term, reply)) = waiters.remove(&entry.index) {
+                        let outcome =
+                            if term == entry.term { Ok(response) } else { Err(Error::ProposalLost) };
+                        let _ = reply.send(outcome);
+                    }
+                }
+                applied.send_replace(last);
+            }
+        }
+    }
+}
+
+struct Driver {
+    node: Node,
+    connect: Box<dyn Connect>,
+    peers: HashMap<NodeId, (String, Box<dyn Peer>)>,
+    persist_tx: Option<std::sync::mpsc::Sender<Vec<Persist>>>,
+    apply_tx: Option<mpsc::UnboundedSender<ApplyMsg>>,
+    leader_tx: watch::Sender<LeaderState>,
+    reads: HashMap<ReadId, oneshot::Sender<Result<Index, Error>>>,
+    next_read: ReadId,
+    /// A batch of `Persist`s is being written.
+    in_flight: bool,
+    /// Actions that follow the in-flight `Persist`s: run once they are durable.
+    held: Vec<Action>,
+    /// Actions stepped since the last dispatch, not yet started.
+    queued: Vec<Action>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").field("id", &self.node.id()).finish_non_exhaustive()
+    }
+}
+
+/// Inputs stepped per wake-up at most, so ticks and durability
+/// notifications are never starved.
+const COMMANDS_PER_ROUND: usize = 1024;
+
+impl Driver {
+    async fn run(
+        mut self,
+        tick: Duration,
+        mut commands: mpsc::Receiver<Command>,
+        mut durable: mpsc::UnboundedReceiver<Result<(), StorageError>>,
+        storage_thread: std::thread::JoinHandle<()>,
+        apply_thread: std::thread::JoinHandle<()>,
+        stopped: watch::Sender<bool>,
+    ) {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'run: loop {
+            tokio::select! {
+                biased;
+                result = durable.recv() => match result {
+                    Some(Ok(())) => self.on_durable(),
+                    Some(Err(e)) => {
+                        tracing::error!(node = self.node.id(), "storage failed, stopping the node: {e}");
+                        break 'run;
+                    }
+                    None => break 'run,
+                },
+                _ = interval.tick() => self.step(Input::Tick),
+                command = commands.recv() => match command {
+                    Some(command) => if !self.command(command) { break 'run },
+                    None => break 'run,
+                },
+            }
+            for _ in 0..COMMANDS_PER_ROUND {
+                match commands.try_recv() {
+                    Ok(command) => {
+                        if !self.command(command) {
+                            break 'run;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !self.dispatch() {
+                break 'run;
+            }
+        }
+        // Closing the channels ends both threads once their queues are done.
+        self.persist_tx = None;
+        self.apply_tx = None;
+        drop(self);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = storage_thread.join();
+            let _ = apply_thread.join();
+        })
+        .await;
+        stopped.send_replace(true);
+    }
+
+    /// Steps one command; false means stop.
+    fn command(&mut self, command: Command) -> bool {
+        match command {
+            Command::Messages(messages) => {
+                for message in messages {
+                    self.step(Input::Message(message));
+                }
+            }
+            Command::Propose(data, reply) => {
+                let start = self.queued.len();
+                self.step(Input::Propose(vec![data]));
+                let outcome = self.queued[start..].iter().find_map(|a| match a {
+                    Action::ProposalAccepted { term, first_index, .. } => Some(Ok((*term, *first_index))),
+                    Action::ProposalRejected { error, .. } => Some(Err(error.clone())),
+                    _ => None,
+                });
+                match outcome {
+                    Some(Ok((term, index))) => {
+                        if let Some(apply) = &self.apply_tx {
+                            let _ = apply.send(ApplyMsg::Register { index, term, reply });
+                        }
+                    }
+                    Some(Err(error)) => {
+                        let _ = reply.send(Err(Error::from_propose(error)));
+                    }
+                    None => {
+                        let _ = reply.send(Err(Error::NoLeader));
+                    }
+                }
+            }
+            Command::Read(reply) => {
+                let id = self.next_read;
+                self.next_read += 1;
+                self.reads.insert(id, reply);
+                self.step(Input::Read { id, policy: ReadPolicy::Linearizable });
+            }
+            Command::Status(reply) => {
+                let _ = reply.send(self.node.status());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn step(&mut self, input: Input) {
+        self.node.step_into(input, &mut self.queued);
+    }
+
+    /// Starts what was stepped: actions before the first `Persist` run now,
+    /// every `Persist` goes to the storage thread as one batch, and the rest
+    /// waits until that batch is durable. False means the storage thread is
+    /// gone.
+    fn dispatch(&mut self) -> bool {
+        if self.in_flight || self.queued.is_empty() {
+            return true;
+        }
+        let mut actions = std::mem::take(&mut self.queued);
+        let Some(first_persist) = actions.iter().position(|a| matches!(a, Action::Persist(_))) else {
+            for action in actions {
+                self.execute(action);
+            }
+            return true;
+        };
+        let rest = actions.split_off(first_persist);
+        for action in actions {
+            self.execute(action);
+        }
+        let mut batch = Vec::new();
+        for action in rest {
+            match action {
+                Action::Persist(persist) => batch.push(persist),
+                other => self.held.push(other),
+            }
+        }
+        match &self.persist_tx {
+            Some(tx) if tx.send(batch).is_ok() => {
+                self.in_flight = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn on_durable(&mut self) {
+        self.in_flight = false;
+        for action in std::mem::take(&mut self.held) {
+            self.execute(action);
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::Send(message) => self.send(message),
+            Action::Apply(entries) => {
+                if let Some(apply) = &self.apply_tx {
+                    let _ = apply.send(ApplyMsg::Entries(entries));
+                }
+            }
+            Action::ProposalLost(lost) => {
+                if let Some(apply) = &self.apply_tx {
+                    let _ = apply.send(ApplyMsg::Lost(lost));
+                }
+            }
+            Action::ReadReady { id, index } => {
+                if let Some(reply) = self.reads.remove(&id) {
+                    let _ = reply.send(Ok(index));
+                }
+            }
+            Action::ReadFailed { id, error } => {
+                if let Some(reply) = self.reads.remove(&id) {
+                    let _ = reply.send(Err(Error::from_read(error)));
+                }
+            }
+            Action::RoleChanged { role, term, leader } => {
+                tracing::info!(node = self.node.id(), ?role, term, ?leader, "role changed");
+                self.leader_tx.send_replace(LeaderState { term, leader, is_leader: role == Role::Leader });
+            }
+            // Replied to when stepped; Persists never reach here.
+            _ => {}
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        let to = message.to;
+        let Some(address) = self.node.membership().address(to) else {
+            tracing::trace!(node = self.node.id(), to, "no address for recipient: message dropped");
+            return;
+        };
+        let stale = self.peers.get(&to).is_none_or(|(known, _)| known != address);
+        if stale {
+            let peer = self.connect.connect(to, address);
+            self.peers.insert(to, (address.to_owned(), peer));
+        }
+        if let Some((_, peer)) = self.peers.get(&to) {
+            peer.send(message);
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Real clusters over HTTP on 127.0.0.1 (OS-assigned ports) and in-process
+//! channels, with data directories in temp dirs. Every wait is a poll under
+//! a deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_core::{Config, Membership, NodeId};
+use raft_http::{
+    ChannelNetwork, Error, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, StateMachine, Transport,
+    CLUSTER_HEADER,
+};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Records every applied command; answers `ok:<command>`.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Bytes>>>);
+
+impl Recorder {
+    fn commands(&self) -> Vec<Bytes> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl StateMachine for Recorder {
+    fn apply(&mut self, _index: u64, command: &[u8]) -> Bytes {
+        self.0.lock().unwrap().push(Bytes::copy_from_slice(command));
+        let mut response = b"ok:".to_vec();
+        response.extend_from_slice(command);
+        response.into()
+    }
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("deadline passed waiting for {what}"),
+    }
+}
+
+/// Polls until `check` holds.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    within(what, async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+fn http_options() -> HttpOptions {
+    let mut options = HttpOptions::new("test-cluster").secret("s3cret");
+    options.request_timeout = Duration::from_millis(500);
+    options.connect_timeout = Duration::from_millis(200);
+    options
+}
+
+struct HttpNode {
+    id: NodeId,
+    addr: SocketAddr,
+    handle: RaftHandle,
+    recorder: Recorder,
+    server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+}
+
+impl HttpNode {
+    async fn start(id: NodeId, dir: &Path, membership: &Membership, listener: TcpListener) -> HttpNode {
+        let addr = listener.local_addr().unwrap();
+        let http = http_options();
+        let recorder = Recorder::default();
+        let options = Options::new(Config::new(id), dir).initial_membership(membership.clone());
+        let handle = RaftNode::start(options, recorder.clone(), HttpConnect::new(http.clone()).unwrap())
+            .await
+            .unwrap();
+        let router = Transport::new(handle.clone(), &http).router();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        HttpNode { id, addr, handle, recorder, server: Some((stop_tx, server)) }
+    }
+
+    async fn stop(&mut self) {
+        self.handle.shutdown().await;
+        if let Some((stop, server)) = self.server.take() {
+            let _ = stop.send(());
+            within("the server to stop", server).await.unwrap();
+        }
+    }
+}
+
+async fn http_cluster(dirs: &[tempfile::TempDir]) -> (Vec<HttpNode>, Membership) {
+    let mut listeners = Vec::new();
+    for _ in dirs {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let membership = Membership::with_voters(
+        listeners.iter().enumerate().map(|(i, l)| (i as NodeId + 1, l.local_addr().unwrap().to_string())),
+    );
+    let mut nodes = Vec::new();
+    for (i, (listener, dir)) in listeners.into_iter().zip(dirs).enumerate() {
+        nodes.push(HttpNode::start(i as NodeId + 1, dir.path(), &membership, listener).await);
+    }
+    (nodes, membership)
+}
+
+/// The index (into `handles`) of a leader that all running nodes agree on.
+async fn agreed_leader(handles: &[&RaftHandle]) -> usize {
+    let mut found = None;
+    until("an agreed leader", || {
+        let states: Vec<_> = handles.iter().map(|h| *h.leader().borrow()).collect();
+        let Some(leader) = states.iter().position(|s| s.is_leader) else { return false };
+        let id = handles[leader].id();
+        found = Some(leader);
+        states.iter().all(|s| s.leader == Some(id))
+    })
+    .await;
+    found.unwrap()
+}
+
+/// Proposes on whoever leads, retrying through elections.
+async fn propose(handles: &[&RaftHandle], command: &str) -> Bytes {
+    within("a proposal to commit", async {
+        loop {
+            for handle in handles {
+                if !handle.leader().borrow().is_leader {
+                    continue;
+                }
+                match handle.propose(command.to_owned()).await {
+                    Ok(response) => return response,
+                    Err(Error::NotLeader { .. } | Error::NoLeader | Error::ProposalLost | Error::Timeout) => {
+                    }
+                    Err(e) => panic!("proposal failed: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+fn dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n).map(|_| tempfile::tempdir().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_and_replicate_over_http() {
+    let dirs = dirs(3);
+    let (mut nodes, _) = http_cluster(&dirs).await;
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|n| &n.handle).collect();
+    agreed_leader(&handles).await;
+
+    for i in 0..5 {
+        let response = propose(&handles, &format!("cmd-{i}")).await;
+        assert_eq!(response, Bytes::from(format!("ok:cmd-{i}")));
+    }
+    let expected: Vec<Bytes> = (0..5).map(|i| Bytes::from(format!("cmd-{i}"))).collect();
+    for node in &nodes {
+        let recorder = node.recorder.clone();
+        until("every node to apply all commands", || recorder.commands().len() >= 5).await;
+        assert_eq!(node.recorder.commands(), expected, "node {}", node.id);
+    }
+
+    // A follower's read barrier goes through the leader and then sees all five.
+    let leader = agreed_leader(&handles).await;
+    let follower = &nodes[(leader + 1) % 3];
+    within("a follower read", follower.handle.read()).await.unwrap();
+    assert_eq!(follower.recorder.commands().len(), 5);
+    match follower.handle.propose("on a follower").await {
+        Err(Error::NotLeader { leader_hint }) => assert_eq!(leader_hint, nodes[leader].id),
+        other => panic!("a follower accepted a proposal: {other:?}"),
+    }
+
+    let status = nodes[leader].handle.status().await.unwrap();
+    assert!(status.commit_index >= 6, "{status:?}");
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_recovers_its_log_from_disk() {
+    let dirs = dirs(3);
+    let (mut nodes, membership) = http_cluster(&dirs).await;
+    {
+        let handles: Vec<&RaftHandle> = nodes.iter().map(|n| &n.handle).collect();
+        agreed_leader(&handles).await;
+        for i in 0..3 {
+            propose(&handles, &format!("before-{i}")).await;
+        }
+    }
+    for node in &nodes {
+        let recorder = node.recorder.clone();
+        until("every node to apply the first commands", || recorder.commands().len() >= 3).await;
+    }
+
+    // Stop a follower; the other two keep committing.
+    let victim = nodes.iter().position(|n| !n.handle.leader().borrow().is_leader).unwrap();
+    let last_before = nodes[victim].handle.status().await.unwrap().last_index;
+    nodes[victim].stop().await;
+    {
+        let alive: Vec<&RaftHandle> =
+            nodes.iter().enumerate().filter(|(i, _)| *i != victim).map(|(_, n)| &n.handle).collect();
+        for i in 0..2 {
+            propose(&alive, &format!("after-{i}")).await;
+        }
+    }
+
+    // Restart it on the same directory and port with an empty state machine.
+    let id = nodes[victim].id;
+    let listener = TcpListener::bind(nodes[victim].addr).await.unwrap();
+    let restarted = HttpNode::start(id, dirs[victim].path(), &membership, listener).await;
+    let status = restarted.handle.status().await.unwrap();
+    assert!(status.last_index >= last_before, "log not recovered: {status:?} vs {last_before}");
+    assert!(status.term >= 1, "hard state not recovered: {status:?}");
+    nodes[victim] = restarted;
+
+    let expected: Vec<Bytes> =
+        ["before-0", "before-1", "before-2", "after-0", "after-1"].iter().map(|s| Bytes::from(*s)).collect();
+    let recorder = nodes[victim].recorder.clone();
+    until("the restarted node to apply everything", || recorder.commands().len() >= 5).await;
+    assert_eq!(recorder.commands(), expected);
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_while_the_cluster_commits() {
+    let dirs = dirs(3);
+    let (mut nodes, _) = http_cluster(&dirs).await;
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|n| &n.handle).collect();
+    agreed_leader(&handles).await;
+    propose(&handles, "first").await;
+
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/raft/messages", nodes[0].addr);
+    let valid = postcard::to_allocvec(&Vec::<raft_core::Message>::new()).unwrap();
+    let post = |body: Vec<u8>, cluster: Option<&str>, auth: Option<&str>| {
+        let mut request = client.post(&url).body(body);
+        if let Some(cluster) = cluster {
+            request = request.header(CLUSTER_HEADER, cluster.to_owned());
+        }
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth.to_owned());
+        }
+        request.send()
+    };
+
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(post(valid.clone(), None, None).await.unwrap()), 401);
+    assert_eq!(status(post(valid.clone(), Some("other"), Some("Bearer s3cret")).await.unwrap()), 401);
+    assert_eq!(status(post(valid.clone(), Some("test-cluster"), Some("Bearer wrong")).await.unwrap()), 401);
+    assert_eq!(status(post(valid.clone(), Some("test-cluster"), None).await.unwrap()), 401);
+    assert_eq!(status(post(valid.clone(), Some("test-cluster"), Some("Bearer s3cret")).await.unwrap()), 204);
+
+    let bad = post(vec![0xff; 64], Some("test-cluster"), Some("Bearer s3cret")).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body: serde_json::Value = serde_json::from_slice(&bad.bytes().await.unwrap()).unwrap();
+    assert!(body["error"].is_string(), "{body}");
+
+    // Assorted garbage never crashes the node: only 204 (decoded, maybe
+    // dropped as addressed elsewhere) or 400.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for len in 0..64usize {
+        let garbage: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let code = status(post(garbage, Some("test-cluster"), Some("Bearer s3cret")).await.unwrap());
+        assert!(code == 204 || code == 400, "garbage answered {code}");
+    }
+
+    let huge = post(vec![0; 17 << 20], Some("test-cluster"), Some("Bearer s3cret")).await;
+    if let Ok(response) = huge {
+        assert_eq!(response.status().as_u16(), 413);
+    }
+
+    // The cluster still commits, on every node.
+    for i in 0..3 {
+        propose(&handles, &format!("later-{i}")).await;
+    }
+    for node in &nodes {
+        let recorder = node.recorder.clone();
+        until("every node to apply", || recorder.commands().len() >= 4).await;
+    }
+    drop(handles);
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_reapplies_its_log_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let membership = Membership::with_voters([(1, "local")]);
+    let network = ChannelNetwork::new();
+    let recorder = Recorder::default();
+    let options = Options::new(Config::new(1), dir.path()).initial_membership(membership.clone());
+    let handle = RaftNode::start(options.clone(), recorder.clone(), network.clone()).await.unwrap();
+    within("election", handle.leader().wait_for(|s| s.is_leader)).await.unwrap();
+    for i in 0..10 {
+        assert_eq!(handle.propose(format!("c{i}")).await.unwrap(), Bytes::from(format!("ok:c{i}")));
+    }
+    handle.shutdown().await;
+    assert!(matches!(handle.propose("late").await, Err(Error::Stopped)));
+
+    // initial_membership is ignored now: the directory is not empty.
+    let again = Recorder::default();
+    let handle = RaftNode::start(options, again.clone(), network).await.unwrap();
+    within("re-election", handle.leader().wait_for(|s| s.is_leader)).await.unwrap();
+    within("read barrier", handle.read()).await.unwrap();
+    assert_eq!(again.commands(), recorder.commands());
+    assert_eq!(again.commands().len(), 10);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_cluster_replicates_concurrent_proposals() {
+    let dirs = dirs(3);
+    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
+    let network = ChannelNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = i as NodeId + 1;
+        let recorder = Recorder::default();
+        let options = Options::new(Config::new(id), dir.path()).initial_membership(membership.clone());
+        let handle = RaftNode::start(options, recorder.clone(), network.clone()).await.unwrap();
+        network.register(id, handle.clone());
+        nodes.push((handle, recorder));
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
+    let leader = handles[agreed_leader(&handles).await].clone();
+
+    // Many proposals in flight at once share fsyncs; each gets its own answer.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let leader = leader.clone();
+        tasks.push(tokio::spawn(async move { leader.propose(format!("p{i}")).await }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(within("proposal", task).await.unwrap().unwrap(), Bytes::from(format!("ok:p{i}")));
+    }
+    let reference = nodes[0].1.clone();
+    until("node 1 to apply", || reference.commands().len() >= 50).await;
+    for (_, recorder) in &nodes {
+        let recorder = recorder.clone();
+        until("every node to apply", || recorder.commands().len() >= 50).await;
+        assert_eq!(recorder.commands(), reference.commands());
+    }
+    for (handle, _) in &nodes {
+        handle.shutdown().await;
+    }
+}
