@@ -215,7 +215,15 @@ async fn sender(
         match request.send().await {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => tracing::debug!(peer = id, status = %response.status(), "peer refused messages"),
-            Err(e) => tracing::debug!(peer = id, "sending to peer failed: {e}"),
+            Err(e) => {
+                // What queued up meanwhile is stale; heartbeats and retries
+                // regenerate whatever still matters.
+                let mut dropped = 0usize;
+                while rx.try_recv().is_ok() {
+                    dropped += 1;
+                }
+                tracing::debug!(peer = id, dropped, "sending to peer failed: {e}");
+            }
         }
     }
 }

@@ -501,3 +501,80 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl Connect for Nothing {
+        fn connect(&self, _id: NodeId, _address: &str) -> Box<dyn Peer> {
+            unreachable!("a one-node cluster sends nothing")
+        }
+    }
+
+    /// The raft-core contract: nothing that follows a `Persist` runs before
+    /// the storage thread reports the batch durable, and every `Persist`
+    /// stepped meanwhile joins the next batch.
+    #[test]
+    fn actions_after_a_persist_wait_until_it_is_durable() {
+        let membership = Membership::with_voters([(1, "local")]);
+        let node = Node::new(Config::new(1), Restored::new_cluster(membership)).unwrap();
+        let (persist_tx, persist_rx) = std::sync::mpsc::channel();
+        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let (leader_tx, leader_rx) = watch::channel(LeaderState { term: 0, leader: None, is_leader: false });
+        let mut driver = Driver {
+            node,
+            connect: Box::new(Nothing),
+            peers: HashMap::new(),
+            persist_tx: Some(persist_tx),
+            apply_tx: Some(apply_tx),
+            leader_tx,
+            reads: HashMap::new(),
+            next_read: 1,
+            in_flight: false,
+            held: Vec::new(),
+            queued: Vec::new(),
+        };
+        // Elect: the vote for itself is a Persist, and the RoleChanged after
+        // it is held back until that write is acknowledged.
+        while driver.node.role() != Role::Leader {
+            driver.step(Input::Tick);
+            assert!(driver.dispatch());
+        }
+        assert!(driver.in_flight);
+        let first: Vec<Persist> = persist_rx.try_recv().unwrap();
+        assert!(first.iter().any(|p| p.hard_state.is_some()));
+        assert!(!leader_rx.borrow().is_leader, "role published before the vote was durable");
+
+        // Proposals stepped while that write is in flight wait, and their
+        // Persists are grouped into one batch.
+        let (reply_a, _wait_a) = oneshot::channel();
+        let (reply_b, _wait_b) = oneshot::channel();
+        assert!(driver.command(Command::Propose("a".into(), reply_a)));
+        assert!(driver.command(Command::Propose("b".into(), reply_b)));
+        assert!(driver.dispatch());
+        assert!(persist_rx.try_recv().is_err(), "a second batch started while one is in flight");
+
+        driver.on_durable();
+        assert!(leader_rx.borrow().is_leader);
+        assert!(driver.dispatch());
+        let second: Vec<Persist> = persist_rx.try_recv().unwrap();
+        let entries: usize = second.iter().map(|p| p.entries.len()).sum();
+        assert!(entries >= 2, "both proposals in one batch: {second:?}");
+        let mut applied_early = false;
+        while let Ok(msg) = apply_rx.try_recv() {
+            applied_early |= matches!(msg, ApplyMsg::Entries(ref e) if e.iter().any(|e| matches!(e.payload, Payload::Command(_))));
+        }
+        assert!(!applied_early, "commands applied before they were durable");
+
+        driver.on_durable();
+        let mut applied = 0;
+        while let Ok(msg) = apply_rx.try_recv() {
+            if let ApplyMsg::Entries(entries) = msg {
+                applied += entries.iter().filter(|e| matches!(e.payload, Payload::Command(_))).count();
+            }
+        }
+        assert_eq!(applied, 2);
+    }
+}
