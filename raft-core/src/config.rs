@@ -53,7 +53,7 @@ pub struct Config {
 
 impl Config {
     /// Defaults for `id`: with 10 ms ticks, elections after 150-300 ms and
-    /// heartbeats every 30 ms.
+    /// heartbeats every 30 ms; PreVote and CheckQuorum on.
     pub fn new(id: NodeId) -> Self {
         Config {
             id,
@@ -66,8 +66,8 @@ impl Config {
             inflight_bytes_max: 8 << 20,
             uncommitted_bytes_max: 64 << 20,
             reads_pending_max: 8192,
-            pre_vote: false,
-            check_quorum: false,
+            pre_vote: true,
+            check_quorum: true,
             lease_drift_ticks: 3,
             seed: 0,
         }

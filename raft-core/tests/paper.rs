@@ -28,7 +28,7 @@ fn the_reply(actions: &[Action]) -> raft_core::Message {
 #[test]
 fn a1_higher_term_append_makes_any_role_follower() {
     // setup: one node in each role, all at term 1
-    let mut follower = Net::from_restored(vec![(Config::new(1), restored(3, 1, None, &[]))]);
+    let mut follower = Net::from_restored(vec![(classic_config(1), restored(3, 1, None, &[]))]);
     let mut candidate = Net::new(3);
     candidate.tick_until(1, |n| n.role() == Role::Candidate);
     let mut leader = Net::new(3);
@@ -53,7 +53,7 @@ fn a1_higher_term_append_makes_any_role_follower() {
 #[test]
 fn a2_stale_term_message_is_ignored_or_rejected() {
     // setup: a follower and a leader at term 2
-    let mut follower = Net::from_restored(vec![(Config::new(1), restored(3, 2, None, &[1, 2]))]);
+    let mut follower = Net::from_restored(vec![(classic_config(1), restored(3, 2, None, &[1, 2]))]);
     let mut leader = Net::with_logs(&[(1, &[]), (1, &[]), (1, &[])]);
     leader.elect(1);
     assert_eq!(leader.node(1).term(), 2);
@@ -98,8 +98,8 @@ fn a2_stale_term_message_is_ignored_or_rejected() {
 #[test]
 fn a3_new_node_starts_as_follower() {
     // setup / act
-    let fresh = Node::new(Config::new(1), Restored::new_cluster(membership(3))).unwrap();
-    let restarted = Node::new(Config::new(2), restored(3, 5, Some(3), &[1, 4])).unwrap();
+    let fresh = Node::new(classic_config(1), Restored::new_cluster(membership(3))).unwrap();
+    let restarted = Node::new(classic_config(2), restored(3, 5, Some(3), &[1, 4])).unwrap();
 
     // check
     assert_eq!((fresh.role(), fresh.term(), fresh.leader()), (Role::Follower, 0, None));
@@ -117,7 +117,7 @@ fn a4_leader_heartbeats_every_peer() {
     let mut net = Net::new(5);
     net.elect(1);
     net.deliver_all();
-    let heartbeat_ticks = Config::new(1).heartbeat_ticks;
+    let heartbeat_ticks = classic_config(1).heartbeat_ticks;
     let (term, commit) = (net.node(1).term(), net.node(1).commit_index());
     assert_eq!(commit, 1, "the no-op committed");
 
@@ -147,7 +147,7 @@ fn a4_leader_heartbeats_every_peer() {
 fn a5_timeout_starts_election_vote_persisted_first() {
     for start_as_candidate in [false, true] {
         // setup: a follower at term 2 with log `1 1 2`, optionally already a candidate
-        let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 2, None, &[1, 1, 2]))]);
+        let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 2, None, &[1, 1, 2]))]);
         if start_as_candidate {
             net.tick_until(1, |n| n.role() == Role::Candidate);
         }
@@ -224,7 +224,7 @@ fn a7_one_vote_per_term() {
     let cases = [(None, 2, true), (None, 3, true), (Some(2), 2, true), (Some(2), 3, false)];
     for (vote, candidate, want) in cases {
         // setup
-        let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 1, vote, &[]))]);
+        let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 1, vote, &[]))]);
 
         // act
         let actions =
@@ -245,7 +245,7 @@ fn a7_one_vote_per_term() {
     }
 
     // and in sequence: 2 first, then 3 is refused, then 2 again is granted
-    let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 1, None, &[]))]);
+    let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 1, None, &[]))]);
     let ask = |from| msg(from, 1, 1, Body::RequestVote { last_log_index: 0, last_log_term: 0 });
     let granted = |net: &mut Net, from| match the_reply(&net.inject(ask(from))).body {
         Body::RequestVoteResponse { granted } => granted,
@@ -263,7 +263,7 @@ fn a7_one_vote_per_term() {
 fn a8_candidate_yields_to_leader() {
     for leader_term in [2, 3] {
         // setup: a candidate of term 2
-        let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 1, None, &[]))]);
+        let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 1, None, &[]))]);
         net.tick_until(1, |n| n.role() == Role::Candidate);
         assert_eq!(net.node(1).term(), 2);
 
@@ -307,7 +307,7 @@ fn election_timeouts(config: Config, rounds: usize) -> Vec<u32> {
 #[test]
 fn a9_election_timeouts_span_the_range_from_the_seed() {
     // setup
-    let config = Config::new(1);
+    let config = classic_config(1);
     let (min, max) = (config.election_ticks_min, config.election_ticks_max);
 
     // act
@@ -327,7 +327,7 @@ fn a9_election_timeouts_span_the_range_from_the_seed() {
 fn a10_simultaneous_timeouts_are_rare() {
     // setup: 5 nodes with distinct ids and one seed
     let rounds = 1000;
-    let per_node: Vec<Vec<u32>> = (1..=5).map(|id| election_timeouts(Config::new(id), rounds)).collect();
+    let per_node: Vec<Vec<u32>> = (1..=5).map(|id| election_timeouts(classic_config(id), rounds)).collect();
 
     // act: a round is split when the earliest timeout is shared
     let split = (0..rounds)
@@ -408,7 +408,7 @@ fn a12_majority_ack_commits_and_applies() {
     assert_eq!(applied[0].payload, Payload::Command("x".into()));
     let mut later = Vec::new();
     later.extend(sends(&on_ack).into_iter().cloned());
-    for _ in 0..Config::new(1).heartbeat_ticks {
+    for _ in 0..classic_config(1).heartbeat_ticks {
         later.extend(sends(&net.tick(1)).into_iter().cloned());
     }
     assert!(later.iter().any(|m| m.to == 3), "node 3 hears of it");
@@ -491,7 +491,7 @@ fn a15_follower_commit_is_bounded_by_last_new_entry() {
     ];
     for &(log, prev, terms, leader_commit, want) in cases {
         // setup
-        let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 1, None, log))]);
+        let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 1, None, log))]);
 
         // act
         let sent = entries_from(prev.0 + 1, terms);
@@ -505,7 +505,7 @@ fn a15_follower_commit_is_bounded_by_last_new_entry() {
     }
 
     // and later commits apply the rest, in order
-    let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 1, None, &[]))]);
+    let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 1, None, &[]))]);
     net.inject(append(2, 1, 1, (0, 0), entries(&[1, 1, 1]), 1));
     net.inject(append(2, 1, 1, (3, 1), vec![], 3));
     let applied: Vec<_> = net.applied[&1].iter().map(|e| e.index).collect();
@@ -525,7 +525,7 @@ fn a16_mismatch_rejected_with_conflict_hint() {
     ];
     for (prev_index, prev_term, hint) in cases {
         // setup
-        let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 2, None, &[1, 2]))]);
+        let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 2, None, &[1, 2]))]);
 
         // act
         let actions =
@@ -549,7 +549,7 @@ fn a16_mismatch_rejected_with_conflict_hint() {
 #[test]
 fn a17_conflicts_truncate_identical_entries_do_not_write() {
     // setup
-    let follower = || Net::from_restored(vec![(Config::new(1), restored(3, 2, None, &[1, 2]))]);
+    let follower = || Net::from_restored(vec![(classic_config(1), restored(3, 2, None, &[1, 2]))]);
 
     // act / check: entries of term 3 conflict at index 2
     let mut net = follower();
@@ -669,7 +669,7 @@ fn a19_request_vote_carries_last_index_and_term() {
     for &log in logs {
         // setup
         let term = log.last().copied().unwrap_or(0);
-        let mut net = Net::from_restored(vec![(Config::new(1), restored(3, term, None, log))]);
+        let mut net = Net::from_restored(vec![(classic_config(1), restored(3, term, None, log))]);
 
         // act
         net.tick_until(1, |n| n.role() == Role::Candidate);
@@ -700,7 +700,7 @@ fn a20_vote_only_for_up_to_date_logs() {
     ];
     for &(log, last_log_index, last_log_term, want) in cases {
         // setup
-        let mut net = Net::from_restored(vec![(Config::new(1), restored(3, 2, None, log))]);
+        let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 2, None, log))]);
 
         // act
         let actions = net.inject(msg(2, 1, 4, Body::RequestVote { last_log_index, last_log_term }));

@@ -163,6 +163,10 @@ impl Run {
                     entries_per_message_max: 4,
                     inflight_messages_max: 4,
                     seed,
+                    // Half the runs with PreVote and CheckQuorum (the
+                    // defaults), half with the paper's section 5 alone.
+                    pre_vote: seed.is_multiple_of(2),
+                    check_quorum: seed % 4 < 2,
                     ..Config::new(id)
                 };
                 (config, Restored::new_cluster(membership(n)))

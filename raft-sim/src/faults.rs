@@ -77,6 +77,9 @@ pub struct FaultPlan {
     pub disk_latency_max_ms: Time,
     /// A crashed node restarts after 1..=this many ms.
     pub down_max_ms: Time,
+    /// Nodes run with PreVote and CheckQuorum (raft-core's defaults); when
+    /// false, with the paper's section 5 elections alone.
+    pub pre_vote_check_quorum: bool,
 }
 
 impl FaultPlan {
@@ -104,6 +107,7 @@ impl FaultPlan {
         let pause_every_ms = every(rng, kinds.pause, 200, 2000);
         let disk_latency_max_ms = if kinds.disk && rng.gen_bool(0.5) { rng.gen_range(1..=10) } else { 0 };
         let down_max_ms = [50, 500, 1500][rng.gen_range(0..3)];
+        let pre_vote_check_quorum = rng.gen_bool(0.75);
         FaultPlan {
             net,
             partition_every_ms,
@@ -111,6 +115,7 @@ impl FaultPlan {
             pause_every_ms,
             disk_latency_max_ms,
             down_max_ms,
+            pre_vote_check_quorum,
         }
     }
 
@@ -123,6 +128,7 @@ impl FaultPlan {
             pause_every_ms: None,
             disk_latency_max_ms: 0,
             down_max_ms: 1500,
+            pre_vote_check_quorum: true,
         }
     }
 }
@@ -132,13 +138,14 @@ impl fmt::Display for FaultPlan {
         let show = |o: Option<Time>| o.map_or("off".to_string(), |t| format!("~{t}ms"));
         write!(
             f,
-            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms",
+            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms elections={}",
             self.net,
             show(self.partition_every_ms),
             show(self.crash_every_ms),
             self.down_max_ms,
             show(self.pause_every_ms),
-            self.disk_latency_max_ms
+            self.disk_latency_max_ms,
+            if self.pre_vote_check_quorum { "prevote+checkquorum" } else { "classic" }
         )
     }
 }

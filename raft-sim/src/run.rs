@@ -110,6 +110,8 @@ fn run_once(seed: u64, opts: &RunOptions, trace: TraceMode) -> (Sim, FaultPlan) 
     let plan = opts.plan.clone().unwrap_or_else(|| plan_for(seed, opts.faults));
     let mut so = SimOptions::new(seed, opts.nodes);
     so.plan = plan.clone();
+    so.config.pre_vote = plan.pre_vote_check_quorum;
+    so.config.check_quorum = plan.pre_vote_check_quorum;
     so.clients = opts.clients;
     so.keys = opts.keys;
     so.broken_local_reads = opts.broken_local_reads;

@@ -78,9 +78,14 @@ impl SimOptions {
         }
     }
 
-    /// A scripted cluster of `nodes` (no automatic ticks or deliveries).
+    /// A scripted cluster of `nodes` (no automatic ticks or deliveries),
+    /// with the paper's section 5 elections (no PreVote or CheckQuorum) so
+    /// that [`Sim::campaign`] starts a real election at once.
     pub fn scripted(nodes: usize) -> Self {
-        SimOptions { scripted: true, ..SimOptions::new(0, nodes) }
+        let mut opts = SimOptions { scripted: true, ..SimOptions::new(0, nodes) };
+        opts.config.pre_vote = false;
+        opts.config.check_quorum = false;
+        opts
     }
 }
 

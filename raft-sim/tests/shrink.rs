@@ -3,7 +3,7 @@
 //! reproduction.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use raft_core::broken::{self, BrokenRule};
 use raft_sim::{FaultPlan, Sim, SimOptions};
 
@@ -25,6 +25,10 @@ fn schedule() -> impl Strategy<Value = Vec<Crash>> {
 /// Runs 3 nodes with slow links and the given crashes; Err on a violation.
 fn run(schedule: &[Crash]) -> Result<(), TestCaseError> {
     let mut opts = SimOptions::new(1, 3);
+    // The paper's elections: PreVote's extra round masks a double vote in
+    // most schedules, and this test is about the vote's persistence.
+    opts.config.pre_vote = false;
+    opts.config.check_quorum = false;
     opts.plan = FaultPlan::none();
     opts.plan.net.latency_max_ms = 40;
     let mut sim = Sim::new(opts);
@@ -51,22 +55,29 @@ fn run(schedule: &[Crash]) -> Result<(), TestCaseError> {
     }
 }
 
+/// A fixed generator seed: the same schedules on every run, so the test
+/// cannot pass or fail by luck.
+fn deterministic() -> TestRng {
+    TestRng::deterministic_rng(RngAlgorithm::ChaCha)
+}
+
 #[test]
 fn correct_rules_survive_generated_crash_schedules() {
     broken::repair_all();
-    let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new_with_rng(
+        Config { cases: 24, failure_persistence: None, ..Config::default() },
+        deterministic(),
+    );
     runner.run(&schedule(), |s| run(&s)).expect("no violation with correct rules");
 }
 
 #[test]
 fn forgotten_vote_shrinks_to_a_small_crash_schedule() {
     broken::set(BrokenRule::ForgetVotePersist);
-    let mut runner = TestRunner::new(Config {
-        cases: 256,
-        max_shrink_iters: 20_000,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new_with_rng(
+        Config { cases: 256, max_shrink_iters: 20_000, failure_persistence: None, ..Config::default() },
+        deterministic(),
+    );
     let result = runner.run(&schedule(), |s| run(&s));
     broken::repair_all();
     match result {

@@ -66,10 +66,10 @@ fn apply_before_commit_is_caught() {
 
 #[test]
 fn local_reads_without_confirmation_are_caught() {
-    let found = hunt(None, true, 100);
+    let found = hunt(None, true, 400);
     assert!(
         matches!(found, Some((_, Property::Linearizability))),
-        "stale local reads not caught in 100 seeds: {found:?}"
+        "stale local reads not caught in 400 seeds: {found:?}"
     );
 }
 

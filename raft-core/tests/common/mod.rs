@@ -11,6 +11,12 @@ use raft_core::{
     Payload, Persist, Restored, Role, SnapshotMeta, Term,
 };
 
+/// The config of the paper's section 5: no PreVote, no CheckQuorum (those
+/// are tested on their own in `reads_and_disruption.rs`).
+pub fn classic_config(id: NodeId) -> Config {
+    Config { pre_vote: false, check_quorum: false, ..Config::new(id) }
+}
+
 /// Voters `1..=n`, each with a made-up address.
 pub fn membership(n: u64) -> Membership {
     Membership::with_voters((1..=n).map(|id| (id, format!("n{id}"))))
@@ -173,7 +179,7 @@ impl Net {
     /// A brand-new cluster of `n` voters with default configs.
     pub fn new(n: u64) -> Net {
         Net::from_restored(
-            (1..=n).map(|id| (Config::new(id), Restored::new_cluster(membership(n)))).collect(),
+            (1..=n).map(|id| (classic_config(id), Restored::new_cluster(membership(n)))).collect(),
         )
     }
 
@@ -199,7 +205,7 @@ impl Net {
                 .enumerate()
                 .map(|(i, (term, log))| {
                     let id = i as NodeId + 1;
-                    (Config::new(id), restored(n, *term, None, log))
+                    (classic_config(id), restored(n, *term, None, log))
                 })
                 .collect(),
         )

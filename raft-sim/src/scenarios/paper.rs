@@ -20,7 +20,9 @@ const Y: u8 = 1;
 fn scripted(restored: Vec<Restored>, config: Config) -> Sim {
     let mut opts = SimOptions::scripted(restored.len());
     opts.restored = Some(restored);
-    opts.config = config;
+    // The figures replay the paper's section 5 rules: no PreVote, no
+    // CheckQuorum (both on by default, tested in the lab and random runs).
+    opts.config = Config { pre_vote: false, check_quorum: false, ..config };
     opts.trace = super::trace_mode();
     Sim::new(opts)
 }
