@@ -156,6 +156,10 @@ fn run(seeds: Range<u64>, jobs: Option<usize>, args: &RunArgs) -> ExitCode {
         events as f64 / wall,
         total as f64 / wall
     );
+    if let Some(first) = failed.first() {
+        // The first failure in full: property, last events, replay command.
+        println!("{}", first.failure_text());
+    }
     for r in &failed {
         println!(
             "FAILED seed {}: {}",

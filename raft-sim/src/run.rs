@@ -152,6 +152,13 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
     if opts.faults != FaultKinds::ALL {
         replay.push_str(" --faults <as in the run>");
     }
+    let defaults = RunOptions::default();
+    if opts.safety_ms != defaults.safety_ms {
+        replay.push_str(&format!(" --safety-ms {}", opts.safety_ms));
+    }
+    if opts.clients != defaults.clients {
+        replay.push_str(&format!(" --clients {}", opts.clients));
+    }
     if opts.broken_local_reads {
         replay.push_str(" --broken-local-reads");
     }
