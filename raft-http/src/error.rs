@@ -8,7 +8,9 @@ use raft_storage::StorageError;
 #[non_exhaustive]
 pub enum Error {
     /// This node is not the leader; `leader_hint` is the leader it knows of.
-    /// Retry there (follower forwarding is not implemented yet).
+    /// [`crate::RaftHandle::propose`] forwards to it by itself; only
+    /// [`crate::RaftHandle::propose_local`] (or a peer that cannot forward)
+    /// returns this.
     #[error("not the leader (leader hint: {leader_hint})")]
     NotLeader {
         /// The leader this node believes in.
@@ -38,6 +40,12 @@ pub enum Error {
     /// The node is overloaded: its input queue is full.
     #[error("the node's input queue is full")]
     Busy,
+    /// Forwarding a proposal to the leader failed: the leader refused the
+    /// request itself (unauthenticated, undecodable: then the proposal was
+    /// not made) or answered something this node cannot decode (then the
+    /// outcome is unknown, like [`Error::Timeout`]).
+    #[error("forwarding to the leader failed: {0}")]
+    Forward(String),
     /// Opening or writing the data directory failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),

@@ -11,19 +11,23 @@
 //!   action that followed them waits until they are durable; committed
 //!   entries are applied on their own thread.
 //! - [`RaftHandle`] is the application's side: [`RaftHandle::propose`]
-//!   (on the leader) returns the state machine's response once applied,
-//!   [`RaftHandle::read`] is a linearizable barrier, [`RaftHandle::status`],
+//!   returns the state machine's response once applied; on a follower it
+//!   forwards the command to the leader ([`Connect::forward`]: over HTTP,
+//!   `POST /raft/forward` on the leader's raft address) and hands back the
+//!   leader's outcome, typed errors included.
+//!   [`RaftHandle::read`] is a linearizable barrier (and
+//!   [`RaftHandle::read_with`] a lease read), [`RaftHandle::status`],
 //!   [`RaftHandle::leader`] (a watch channel of leader changes),
 //!   [`RaftHandle::shutdown`].
 //! - Egress is the [`Peer`] trait, made per remote node by a [`Connect`]:
 //!   [`HttpConnect`]/[`HttpPeer`] POST postcard-encoded batches with reqwest;
 //!   [`ChannelNetwork`] delivers in-process, for tests.
 //! - Ingress is the [`Transport`]: an axum `Router` with
-//!   `POST /raft/messages`, checking a cluster id and a bearer secret.
+//!   `POST /raft/messages` and `POST /raft/forward`, checking a cluster id
+//!   and a bearer secret.
 //!
-//! Not yet: forwarding proposals from followers to the leader (a follower
-//! answers [`Error::NotLeader`] with a hint), membership changes,
-//! leadership transfer, snapshots (raft-core has none yet).
+//! Not yet: membership changes, leadership transfer, snapshots (raft-core
+//! has none yet).
 //!
 //! A one-node cluster, in-process:
 //!
@@ -83,6 +87,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod forward;
 mod handle;
 mod peer;
 mod runtime;
@@ -90,6 +95,6 @@ mod transport;
 
 pub use error::Error;
 pub use handle::{LeaderState, RaftHandle};
-pub use peer::{ChannelNetwork, Connect, HttpConnect, HttpOptions, HttpPeer, Peer};
+pub use peer::{ChannelNetwork, Connect, Forwarded, HttpConnect, HttpOptions, HttpPeer, Peer};
 pub use runtime::{Options, RaftNode, StateMachine};
 pub use transport::{Transport, CLUSTER_HEADER};

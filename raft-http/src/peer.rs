@@ -5,16 +5,28 @@
 //! there, and again if the address changes. [`Peer::send`] must never block:
 //! Raft tolerates lost, duplicated and reordered messages, so a peer that
 //! cannot keep up drops messages rather than slowing the node down.
+//!
+//! A [`Connect`] also forwards proposals from a follower to the leader
+//! ([`Connect::forward`]), which is what makes [`RaftHandle::propose`] work on
+//! any node.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use raft_core::{Message, NodeId};
 use tokio::sync::mpsc;
 
+use crate::error::Error;
+use crate::forward::{self, ForwardReply};
 use crate::handle::RaftHandle;
+
+/// The outcome of [`Connect::forward`]: the leader's answer to the proposal.
+pub type Forwarded = Pin<Box<dyn Future<Output = Result<Bytes, Error>> + Send + 'static>>;
 
 /// The way to one remote node.
 pub trait Peer: Send + Sync + 'static {
@@ -27,6 +39,21 @@ pub trait Connect: Send + Sync + 'static {
     /// A peer that delivers to node `id` at `address` (the membership's
     /// opaque address string for it).
     fn connect(&self, id: NodeId, address: &str) -> Box<dyn Peer>;
+
+    /// Asks node `id` at `address` (which this node believes leads) to
+    /// propose `command`, and returns its outcome: the state machine's
+    /// response once applied there, or the leader's typed error
+    /// ([`Error::NotLeader`] if it no longer leads, [`Error::Timeout`] when
+    /// `timeout` passes first: the outcome is then unknown). An error that
+    /// proves the proposal was never made (the leader is unreachable) is
+    /// [`Error::NoLeader`].
+    ///
+    /// The default cannot forward: it answers [`Error::NotLeader`] with `id`,
+    /// so the application sees whom to retry.
+    fn forward(&self, id: NodeId, address: &str, command: Bytes, timeout: Duration) -> Forwarded {
+        let _ = (address, command, timeout);
+        Box::pin(async move { Err(Error::NotLeader { leader_hint: id }) })
+    }
 }
 
 /// An in-process network for tests: every node registers its handle, and
@@ -67,6 +94,15 @@ impl ChannelNetwork {
 impl Connect for ChannelNetwork {
     fn connect(&self, id: NodeId, _address: &str) -> Box<dyn Peer> {
         Box::new(ChannelPeer { id, network: self.clone() })
+    }
+
+    /// Calls the registered node's [`RaftHandle::propose_local`] directly.
+    fn forward(&self, id: NodeId, _address: &str, command: Bytes, timeout: Duration) -> Forwarded {
+        let handle = self.nodes.lock().ok().and_then(|nodes| nodes.get(&id).cloned());
+        Box::pin(async move {
+            let Some(handle) = handle else { return Err(Error::NoLeader) };
+            tokio::time::timeout(timeout, handle.propose_local(command)).await.map_err(|_| Error::Timeout)?
+        })
     }
 }
 
@@ -146,6 +182,47 @@ impl Connect for HttpConnect {
     fn connect(&self, id: NodeId, address: &str) -> Box<dyn Peer> {
         Box::new(HttpPeer::spawn(id, address, self.options.clone(), self.client.clone()))
     }
+
+    /// `POST <address>/raft/forward` with the command as the body,
+    /// authenticated like messages; the reply is a postcard-encoded outcome.
+    fn forward(&self, id: NodeId, address: &str, command: Bytes, timeout: Duration) -> Forwarded {
+        let mut request = self
+            .client
+            .post(forward::url(address, "/raft/forward"))
+            .timeout(timeout)
+            .header("content-type", "application/octet-stream")
+            .header(crate::transport::CLUSTER_HEADER, &self.options.cluster_id)
+            .body(command);
+        if let Some(secret) = &self.options.secret {
+            request = request.bearer_auth(secret);
+        }
+        Box::pin(async move {
+            let response = match request.send().await {
+                Ok(response) => response,
+                // Never reached the leader: the proposal was not made.
+                Err(e) if e.is_connect() => {
+                    tracing::debug!(leader = id, "cannot reach the leader to forward: {e}");
+                    return Err(Error::NoLeader);
+                }
+                Err(e) if e.is_timeout() => return Err(Error::Timeout),
+                Err(e) => return Err(Error::Forward(e.to_string())),
+            };
+            let status = response.status();
+            let body = match response.bytes().await {
+                Ok(body) => body,
+                Err(e) if e.is_timeout() => return Err(Error::Timeout),
+                Err(e) => return Err(Error::Forward(e.to_string())),
+            };
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body);
+                return Err(Error::Forward(format!("leader {id} answered {status}: {text}")));
+            }
+            match postcard::from_bytes::<ForwardReply>(&body) {
+                Ok(reply) => reply.into_outcome(),
+                Err(e) => Err(Error::Forward(format!("undecodable reply from leader {id}: {e}"))),
+            }
+        })
+    }
 }
 
 /// A peer reached over HTTP. One tokio task per peer POSTs its queued
@@ -162,11 +239,7 @@ impl HttpPeer {
     /// inside a tokio runtime.
     pub fn spawn(id: NodeId, address: &str, options: HttpOptions, client: reqwest::Client) -> Self {
         let (queue, rx) = mpsc::channel(options.queue_max.max(1));
-        let url = if address.starts_with("http://") || address.starts_with("https://") {
-            format!("{}/raft/messages", address.trim_end_matches('/'))
-        } else {
-            format!("http://{address}/raft/messages")
-        };
+        let url = forward::url(address, "/raft/messages");
         tokio::spawn(sender(id, url, options, client, rx));
         HttpPeer { queue }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use raft_core::{
     Action, Config, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload, Persist, ReadId,
-    ReadPolicy, Restored, Role, Term,
+    Restored, Role, Term,
 };
 use raft_storage::{FileStorage, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -149,6 +149,7 @@ impl RaftNode {
         let (storage, restored, snapshot_data) = opened;
         let first_applied = restored.snapshot.index;
         let node = Node::new(options.config.clone(), restored)?;
+        let connect: Arc<dyn Connect> = Arc::new(connect);
         if let Some(data) = snapshot_data {
             state_machine.restore(&data);
         }
@@ -175,7 +176,7 @@ impl RaftNode {
 
         let driver = Driver {
             node,
-            connect: Box::new(connect),
+            connect: connect.clone(),
             peers: HashMap::new(),
             persist_tx: Some(persist_tx),
             apply_tx: Some(apply_tx),
@@ -199,6 +200,7 @@ impl RaftNode {
             id,
             propose_timeout: options.propose_timeout,
             read_timeout: options.read_timeout,
+            connect,
         });
         Ok(RaftHandle {
             shared,
@@ -283,7 +285,7 @@ fn apply_loop(
 
 struct Driver {
     node: Node,
-    connect: Box<dyn Connect>,
+    connect: Arc<dyn Connect>,
     peers: HashMap<NodeId, (String, Box<dyn Peer>)>,
     persist_tx: Option<std::sync::mpsc::Sender<Vec<Persist>>>,
     apply_tx: Option<mpsc::UnboundedSender<ApplyMsg>>,
@@ -393,11 +395,11 @@ impl Driver {
                     }
                 }
             }
-            Command::Read(reply) => {
+            Command::Read(policy, reply) => {
                 let id = self.next_read;
                 self.next_read += 1;
                 self.reads.insert(id, reply);
-                self.step(Input::Read { id, policy: ReadPolicy::Linearizable });
+                self.step(Input::Read { id, policy });
             }
             Command::Status(reply) => {
                 let _ = reply.send(self.node.status());
@@ -525,7 +527,7 @@ mod tests {
         let (leader_tx, leader_rx) = watch::channel(LeaderState { term: 0, leader: None, is_leader: false });
         let mut driver = Driver {
             node,
-            connect: Box::new(Nothing),
+            connect: Arc::new(Nothing),
             peers: HashMap::new(),
             persist_tx: Some(persist_tx),
             apply_tx: Some(apply_tx),

@@ -11,6 +11,7 @@ use axum::Router;
 use raft_core::Message;
 
 use crate::error::Error;
+use crate::forward::ForwardReply;
 use crate::handle::RaftHandle;
 use crate::peer::HttpOptions;
 
@@ -26,6 +27,12 @@ pub const CLUSTER_HEADER: &str = "x-raft-cluster";
 ///   not decode, 401 when the `x-raft-cluster` header or the bearer secret is
 ///   wrong (logged, messages dropped), 413 when the body exceeds the limit,
 ///   503 when the node is overloaded or stopped.
+/// - `POST /raft/forward`: a follower forwards a client's proposal; the body
+///   is the command. Authenticated like messages (401 otherwise). The node
+///   proposes it on itself only (never forwards again) and answers 200 with a
+///   postcard-encoded outcome: the state machine's response or the typed
+///   error (`NotLeader` with its hint if it no longer leads, `Timeout`,
+///   `ProposalLost`, `TooLarge`, ...).
 #[derive(Clone, Debug)]
 pub struct Transport {
     handle: RaftHandle,
@@ -57,6 +64,7 @@ impl Transport {
         let limit = self.body_limit;
         Router::new()
             .route("/raft/messages", post(messages))
+            .route("/raft/forward", post(forward))
             .layer(DefaultBodyLimit::max(limit))
             .with_state(Arc::new(self))
     }
@@ -105,5 +113,19 @@ async fn messages(State(transport): State<Arc<Transport>>, headers: HeaderMap, b
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(Error::Busy) => json_error(StatusCode::SERVICE_UNAVAILABLE, "node is overloaded"),
         Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "node has stopped"),
+    }
+}
+
+async fn forward(State(transport): State<Arc<Transport>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(reason) = transport.authorized(&headers) {
+        tracing::warn!(node = transport.handle.id(), reason, "refused an unauthenticated forwarded proposal");
+        return json_error(StatusCode::UNAUTHORIZED, reason);
+    }
+    let outcome = transport.handle.propose_local(body).await;
+    match postcard::to_allocvec(&ForwardReply::from_outcome(outcome)) {
+        Ok(reply) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response()
+        }
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the outcome: {e}")),
     }
 }

@@ -178,9 +178,9 @@ async fn three_nodes_elect_and_replicate_over_http() {
     let follower = &nodes[(leader + 1) % 3];
     within("a follower read", follower.handle.read()).await.unwrap();
     assert_eq!(follower.recorder.commands().len(), 5);
-    match follower.handle.propose("on a follower").await {
+    match follower.handle.propose_local("on a follower").await {
         Err(Error::NotLeader { leader_hint }) => assert_eq!(leader_hint, nodes[leader].id),
-        other => panic!("a follower accepted a proposal: {other:?}"),
+        other => panic!("a follower accepted a local proposal: {other:?}"),
     }
 
     let status = nodes[leader].handle.status().await.unwrap();
@@ -371,6 +371,88 @@ async fn channel_cluster_replicates_concurrent_proposals() {
         until("every node to apply", || recorder.commands().len() >= 50).await;
         assert_eq!(recorder.commands(), reference.commands());
     }
+    for (handle, _) in &nodes {
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_proposals_to_the_leader_over_http() {
+    let dirs = dirs(3);
+    let (mut nodes, _) = http_cluster(&dirs).await;
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|n| &n.handle).collect();
+    let leader = agreed_leader(&handles).await;
+    drop(handles);
+
+    // Every node, followers included, gets the state machine's response.
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for i in 0..10 {
+            let handle = node.handle.clone();
+            tasks.push(tokio::spawn(async move { handle.propose(format!("n{n}-{i}")).await }));
+        }
+    }
+    for task in tasks {
+        let response = within("a forwarded proposal", task).await.unwrap().unwrap();
+        assert!(response.starts_with(b"ok:n"), "{response:?}");
+    }
+    for node in &nodes {
+        let recorder = node.recorder.clone();
+        until("every node to apply all 30", || recorder.commands().len() >= 30).await;
+        let mut commands = recorder.commands();
+        commands.sort();
+        commands.dedup();
+        assert_eq!(commands.len(), 30, "a forwarded proposal applied twice or lost on node {}", node.id);
+    }
+
+    // Typed errors come back: a command over the core's size limit is
+    // refused by the leader, and the follower sees the same error.
+    let follower = (leader + 1) % 3;
+    let huge = vec![b'x'; (1 << 20) + 1];
+    match within("an oversized proposal", nodes[follower].handle.propose(huge)).await {
+        Err(Error::Rejected(raft_core::ProposeError::TooLarge { .. })) => {}
+        other => panic!("expected TooLarge through the forward, got {other:?}"),
+    }
+
+    // The forward route is authenticated like messages.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/raft/forward", nodes[leader].addr);
+    let refused =
+        client.post(&url).header(CLUSTER_HEADER, "test-cluster").body("sneaky").send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(!nodes[leader].recorder.commands().iter().any(|c| c == "sneaky"));
+
+    // Stop the leader: a follower's proposal waits for the new leader and
+    // goes there.
+    nodes[leader].stop().await;
+    let survivor = &nodes[follower];
+    let response = within("a proposal across the failover", survivor.handle.propose("after")).await.unwrap();
+    assert_eq!(response, Bytes::from("ok:after"));
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != leader {
+            node.stop().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_network_forwards_proposals() {
+    let dirs = dirs(3);
+    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
+    let network = ChannelNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = i as NodeId + 1;
+        let recorder = Recorder::default();
+        let options = Options::new(Config::new(id), dir.path()).initial_membership(membership.clone());
+        let handle = RaftNode::start(options, recorder.clone(), network.clone()).await.unwrap();
+        network.register(id, handle.clone());
+        nodes.push((handle, recorder));
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
+    let leader = agreed_leader(&handles).await;
+    let follower = &nodes[(leader + 1) % 3].0;
+    assert_eq!(within("forward", follower.propose("via")).await.unwrap(), Bytes::from("ok:via"));
     for (handle, _) in &nodes {
         handle.shutdown().await;
     }
