@@ -15,6 +15,9 @@ pub enum BrokenRule {
     ForgetVotePersist,
     /// Grant votes without the log up-to-date check (5.4.1).
     SkipUpToDateCheck,
+    /// SetConfiguration switches straight to C_new, skipping the learner
+    /// catch-up and the joint configuration (paper figure 10's hazard).
+    DirectConfigSwitch,
     /// A leader answers every read at once from its local state, without
     /// confirming it still leads.
     ReadWithoutConfirmation,
@@ -59,4 +62,7 @@ pub(crate) fn apply_before_commit() -> bool {
 }
 pub(crate) fn read_without_confirmation() -> bool {
     is(BrokenRule::ReadWithoutConfirmation)
+}
+pub(crate) fn direct_config_switch() -> bool {
+    is(BrokenRule::DirectConfigSwitch)
 }

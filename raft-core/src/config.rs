@@ -46,6 +46,10 @@ pub struct Config {
     /// `election_ticks_min - lease_drift_ticks` ticks from the start of the
     /// last round a quorum acknowledged.
     pub lease_drift_ticks: u32,
+    /// A configuration change waits at most this long for new voters to
+    /// catch up (as learners) before failing with
+    /// [`crate::ConfigChangeError::CatchUpTimeout`].
+    pub catch_up_ticks_max: u32,
     /// Seed of the PRNG that randomizes election timeouts. Mixed with `id`,
     /// so nodes of one cluster may share it.
     pub seed: u64,
@@ -69,6 +73,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             lease_drift_ticks: 3,
+            catch_up_ticks_max: 1000,
             seed: 0,
         }
     }
@@ -126,6 +131,9 @@ impl Config {
                     self.uncommitted_bytes_max, self.bytes_per_message_max
                 ),
             );
+        }
+        if self.catch_up_ticks_max == 0 {
+            return fail("catch_up_ticks_max", "must be at least 1".into());
         }
         if self.reads_pending_max == 0 {
             return fail("reads_pending_max", "must be at least 1".into());

@@ -43,8 +43,8 @@ mod rng;
 pub mod broken;
 
 pub use config::Config;
-pub use error::{ConfigError, Lost, NodeError, ProposeError};
-pub use membership::Membership;
+pub use error::{ConfigChangeError, ConfigError, Lost, NodeError, ProposeError, TransferError};
+pub use membership::{Membership, Topology};
 pub use message::{
     AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term,
 };

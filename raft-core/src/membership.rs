@@ -6,8 +6,37 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConfigChangeError;
 use crate::message::NodeId;
 use crate::quorum;
+
+/// A complete cluster topology, as an application asks for it with
+/// [`crate::Input::SetConfiguration`]: every voter and every learner, each
+/// with an opaque address. Whatever is not listed is removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Voting members.
+    pub voters: BTreeMap<NodeId, String>,
+    /// Non-voting members that receive the log.
+    pub learners: BTreeMap<NodeId, String>,
+}
+
+impl Topology {
+    /// Checks that the topology can be a configuration: at least one voter,
+    /// no node id 0, no node both voter and learner.
+    pub fn validate(&self) -> Result<(), ConfigChangeError> {
+        if self.voters.is_empty() {
+            return Err(ConfigChangeError::NoVoters);
+        }
+        if self.voters.contains_key(&0) || self.learners.contains_key(&0) {
+            return Err(ConfigChangeError::InvalidNodeId);
+        }
+        if let Some(&id) = self.learners.keys().find(|id| self.voters.contains_key(id)) {
+            return Err(ConfigChangeError::VoterAndLearner(id));
+        }
+        Ok(())
+    }
+}
 
 /// A configuration: who votes, who only listens, and how to reach each.
 ///
@@ -32,6 +61,11 @@ impl Membership {
             learners: BTreeMap::new(),
             old_voters: None,
         }
+    }
+
+    /// The topology this configuration settles on (C_new while joint).
+    pub fn topology(&self) -> Topology {
+        Topology { voters: self.voters.clone(), learners: self.learners.clone() }
     }
 
     /// Whether `id` votes in any half of the current configuration.

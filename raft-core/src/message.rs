@@ -90,6 +90,9 @@ pub enum Body {
         last_log_index: Index,
         /// Term of the candidate's last log entry.
         last_log_term: Term,
+        /// The candidate campaigns because the leader handed over to it
+        /// ([`Body::TimeoutNow`]): voters skip the disruption guard.
+        transfer: bool,
     },
     /// The answer to a RequestVote.
     RequestVoteResponse {
@@ -133,6 +136,9 @@ pub enum Body {
         /// The round acknowledged.
         round: u64,
     },
+    /// The leader hands over: campaign now, without waiting for a timeout
+    /// (dissertation 3.10, leadership transfer).
+    TimeoutNow,
     /// A follower forwards a read to the leader to get a read index.
     ReadIndexRequest {
         /// The follower's read id.
@@ -189,6 +195,7 @@ impl Body {
             Body::AppendEntries { .. } => "AppendEntries",
             Body::AppendEntriesResponse(_) => "AppendEntriesResponse",
             Body::PreVote { .. } => "PreVote",
+            Body::TimeoutNow => "TimeoutNow",
             Body::PreVoteResponse { .. } => "PreVoteResponse",
             Body::ReadConfirm { .. } => "ReadConfirm",
             Body::ReadConfirmResponse { .. } => "ReadConfirmResponse",
@@ -203,10 +210,17 @@ impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{} {} t={}", self.from, self.to, self.body.kind(), self.term)?;
         match &self.body {
-            Body::RequestVote { last_log_index, last_log_term }
-            | Body::PreVote { last_log_index, last_log_term } => {
+            Body::RequestVote { last_log_index, last_log_term, transfer } => {
+                write!(f, " last={last_log_index}/{last_log_term}")?;
+                if *transfer {
+                    write!(f, " transfer")?;
+                }
+                Ok(())
+            }
+            Body::PreVote { last_log_index, last_log_term } => {
                 write!(f, " last={last_log_index}/{last_log_term}")
             }
+            Body::TimeoutNow => Ok(()),
             Body::RequestVoteResponse { granted } | Body::PreVoteResponse { granted } => {
                 write!(f, " {}", if *granted { "granted" } else { "refused" })
             }

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{Lost, NodeError, ProposeError};
+use crate::error::{ConfigChangeError, Lost, NodeError, ProposeError, TransferError};
 use crate::log::Log;
-use crate::membership::Membership;
+use crate::membership::{Membership, Topology};
 use crate::message::{
     AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term,
 };
@@ -15,6 +15,8 @@ use crate::progress::{Progress, ProgressState};
 use crate::quorum::VoteResult;
 use crate::read::{Forwarded, Origin, ReadError, ReadId, ReadPolicy, ReadQueue};
 use crate::rng::Rng;
+
+mod reconfig;
 
 /// A node's role (paper section 5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,6 +46,17 @@ pub enum Input {
         id: ReadId,
         /// ReadIndex or lease.
         policy: ReadPolicy,
+    },
+    /// Move the cluster to this complete topology (paper section 6): new
+    /// voters first catch up as learners, then the leader goes through the
+    /// joint configuration C_old,new to C_new. Answered by
+    /// [`Action::ConfigChangeCompleted`] or [`Action::ConfigChangeFailed`].
+    SetConfiguration(Topology),
+    /// Hand leadership to `to` (dissertation 3.10). Proposals are refused
+    /// meanwhile; the transfer is abandoned after an election timeout.
+    TransferLeadership {
+        /// The voter that should lead.
+        to: NodeId,
     },
 }
 
@@ -91,6 +104,29 @@ pub enum Action {
         id: ReadId,
         /// Why.
         error: ReadError,
+    },
+    /// The configuration in force on this node changed (appended, or undone
+    /// by a log truncation). Drivers connect to new members here.
+    MembershipChanged {
+        /// The configuration now in force.
+        membership: Membership,
+        /// Index of the entry that carries it.
+        index: Index,
+    },
+    /// The change this leader was asked for is committed in C_new.
+    ConfigChangeCompleted {
+        /// Index of the entry that carries C_new.
+        index: Index,
+    },
+    /// The change this node was asked for was refused or abandoned.
+    ConfigChangeFailed {
+        /// Why.
+        error: ConfigChangeError,
+    },
+    /// A leadership transfer was refused or timed out.
+    TransferFailed {
+        /// Why.
+        error: TransferError,
     },
     /// The node's role or its idea of the leader changed.
     RoleChanged {
@@ -186,6 +222,10 @@ pub struct Status {
     pub membership: Membership,
     /// On a leader: each follower's (id, match, next, state).
     pub progress: Vec<(NodeId, Index, Index, ProgressState)>,
+    /// On a leader: the topology a configuration change is moving to.
+    pub config_change: Option<Topology>,
+    /// On a leader: the target of a leadership transfer in progress.
+    pub transfer_to: Option<NodeId>,
 }
 
 /// A range of entries this node proposed as leader that have not applied yet.
@@ -194,6 +234,24 @@ struct Proposed {
     term: Term,
     first: Index,
     last: Index,
+}
+
+/// A configuration change driven by this leader.
+#[derive(Clone, Debug)]
+struct Change {
+    target: Topology,
+    /// Ticks spent waiting for new voters to catch up.
+    elapsed: u32,
+    /// Whether the joint (or final) entry has been appended.
+    started: bool,
+}
+
+/// A leadership transfer driven by this leader.
+#[derive(Clone, Copy, Debug)]
+struct Transfer {
+    to: NodeId,
+    elapsed: u32,
+    timeout_now_sent: bool,
 }
 
 /// One Raft node as a pure state machine.
@@ -264,6 +322,12 @@ pub struct Node {
     uncommitted_bytes: usize,
     reads: ReadQueue,
     forwarded: Forwarded,
+    /// Leader: the configuration change in progress.
+    change: Option<Change>,
+    /// Leader: the leadership transfer in progress.
+    transfer: Option<Transfer>,
+    /// The membership in force changed during this step.
+    membership_changed: bool,
     progress: BTreeMap<NodeId, Progress>,
     proposed: VecDeque<Proposed>,
     /// Durable changes accumulated during this step, flushed as one
@@ -311,6 +375,9 @@ impl Node {
             uncommitted_bytes: 0,
             reads: ReadQueue::default(),
             forwarded: Forwarded::default(),
+            change: None,
+            transfer: None,
+            membership_changed: false,
             progress: BTreeMap::new(),
             proposed: VecDeque::new(),
             pending: Persist::default(),
@@ -339,8 +406,23 @@ impl Node {
             Input::Message(m) => self.receive(m),
             Input::Propose(commands) => self.propose(commands),
             Input::Read { id, policy } => self.read(id, policy),
+            Input::SetConfiguration(target) => self.set_configuration(target),
+            Input::TransferLeadership { to } => self.transfer_leadership(to),
         }
         self.fail_orphaned_reads(before);
+        if before.0 == Role::Leader && self.role != Role::Leader {
+            self.transfer = None;
+            if self.change.take().is_some() {
+                self.emit(Action::ConfigChangeFailed { error: ConfigChangeError::LeaderLost });
+            }
+        }
+        if std::mem::take(&mut self.membership_changed) {
+            let action = Action::MembershipChanged {
+                membership: self.membership.clone(),
+                index: self.membership_index,
+            };
+            self.emit(action);
+        }
         self.flush();
         if (self.role, self.leader) != before {
             self.out.push(Action::RoleChanged { role: self.role, term: self.term, leader: self.leader });
@@ -421,6 +503,8 @@ impl Node {
                 .iter()
                 .map(|(&id, p)| (id, p.match_index, p.next_index, p.state))
                 .collect(),
+            config_change: self.change.as_ref().map(|c| c.target.clone()),
+            transfer_to: self.transfer.map(|t| t.to),
         }
     }
 
@@ -533,6 +617,27 @@ impl Node {
         for id in stalled {
             self.send_append(id, false);
         }
+        if let Some(t) = &mut self.transfer {
+            t.elapsed += 1;
+            if t.elapsed >= self.config.election_ticks_max {
+                // The target did not take over: resume accepting proposals.
+                self.transfer = None;
+                self.emit(Action::TransferFailed { error: TransferError::Timeout });
+            }
+        }
+        if let Some(c) = &mut self.change {
+            if !c.started {
+                c.elapsed += 1;
+                if c.elapsed > self.config.catch_up_ticks_max {
+                    let me = self.config.id;
+                    let lagging =
+                        c.target.voters.keys().copied().find(|&id| id != me && !self.membership.is_voter(id));
+                    self.change = None;
+                    let error = ConfigChangeError::CatchUpTimeout(lagging.unwrap_or(0));
+                    self.emit(Action::ConfigChangeFailed { error });
+                }
+            }
+        }
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
@@ -636,6 +741,12 @@ impl Node {
 
     /// Paper section 5.2: increment the term, vote for self, ask everyone.
     fn campaign(&mut self) {
+        self.campaign_with(false);
+    }
+
+    /// Campaigns; `transfer` marks a campaign the leader asked for, which
+    /// voters let through their disruption guard.
+    fn campaign_with(&mut self, transfer: bool) {
         if !self.membership.is_voter(self.config.id) {
             // Learners and nodes outside the configuration never campaign.
             self.reset_election_timer();
@@ -658,7 +769,7 @@ impl Node {
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.membership.members() {
             if peer != self.config.id && self.membership.is_voter(peer) {
-                self.send(peer, Body::RequestVote { last_log_index, last_log_term });
+                self.send(peer, Body::RequestVote { last_log_index, last_log_term, transfer });
             }
         }
     }
@@ -724,7 +835,7 @@ impl Node {
             _ => {}
         }
         if m.term > self.term {
-            if matches!(m.body, Body::RequestVote { .. })
+            if matches!(m.body, Body::RequestVote { transfer: false, .. })
                 && self.config.check_quorum
                 && self.heard_from_leader_recently()
             {
@@ -762,7 +873,7 @@ impl Node {
             }
         }
         match m.body {
-            Body::RequestVote { last_log_index, last_log_term } => {
+            Body::RequestVote { last_log_index, last_log_term, .. } => {
                 self.on_request_vote(m.from, last_log_index, last_log_term)
             }
             Body::RequestVoteResponse { granted } => self.on_vote_response(m.from, granted),
@@ -771,6 +882,15 @@ impl Node {
             }
             Body::AppendEntriesResponse(result) => self.on_append_response(m.from, result),
             Body::ReadConfirm { round } => self.on_read_confirm(m.from, round),
+            Body::TimeoutNow => {
+                // Dissertation 3.10: the leader hands over; campaign at once,
+                // skipping PreVote (the leader has stopped, so no one will
+                // refuse for having heard from it recently).
+                if self.role != Role::Leader && self.membership.is_voter(self.config.id) {
+                    self.heard_from_leader(m.from);
+                    self.campaign_with(true);
+                }
+            }
             Body::ReadConfirmResponse { round } => self.on_read_confirm_response(m.from, round),
             Body::ReadIndexRequest { id, lease } => {
                 if self.role == Role::Leader {
@@ -937,6 +1057,8 @@ impl Node {
                 }
                 if p.acked(match_index) {
                     self.maybe_commit();
+                    self.advance_change();
+                    self.maybe_send_timeout_now();
                 }
                 self.send_append(from, false);
             }
@@ -969,6 +1091,8 @@ impl Node {
         let count = commands.len();
         let reject = if self.role != Role::Leader {
             Some(ProposeError::NotLeader { leader_hint: self.leader })
+        } else if self.transfer.is_some() {
+            Some(ProposeError::TransferInProgress)
         } else if commands.is_empty() {
             Some(ProposeError::Empty)
         } else {
@@ -1010,6 +1134,8 @@ impl Node {
         if let Payload::Membership(m) = &entry.payload {
             self.membership = (**m).clone();
             self.membership_index = entry.index;
+            self.membership_changed = true;
+            self.add_progress_for_members();
         }
         self.pending.entries.push(entry.clone());
         self.log.push(entry);
@@ -1050,6 +1176,9 @@ impl Node {
             i -= 1;
         }
         let (m, i) = found.unwrap_or_else(|| (self.snapshot_membership.clone(), self.log.snapshot_index()));
+        if (&m, i) != (&self.membership, self.membership_index) {
+            self.membership_changed = true;
+        }
         self.membership = m;
         self.membership_index = i;
     }
@@ -1084,6 +1213,7 @@ impl Node {
             }
             // Tell followers at once rather than at the next heartbeat.
             self.broadcast_append();
+            self.after_commit_membership();
         }
     }
 

@@ -122,6 +122,7 @@ impl BadMessage {
             BadBody::RequestVote { last_index, last_term_offset } => Body::RequestVote {
                 last_log_index: *last_index,
                 last_log_term: shift(term, *last_term_offset),
+                transfer: *last_index % 3 == 0,
             },
             BadBody::VoteResponse(granted) => Body::RequestVoteResponse { granted: *granted },
             BadBody::Append { prev, prev_term_offset, entries, commit } => {

@@ -60,7 +60,7 @@ fn a2_stale_term_message_is_ignored_or_rejected() {
     for (name, net) in [("follower", &mut follower), ("leader", &mut leader)] {
         let before = net.node(1).status();
         let stale = [
-            msg(2, 1, 1, Body::RequestVote { last_log_index: 9, last_log_term: 1 }),
+            msg(2, 1, 1, Body::RequestVote { last_log_index: 9, last_log_term: 1, transfer: false }),
             append(2, 1, 1, (0, 0), entries(&[1, 1, 1]), 3),
             vote_response(2, 1, 1, true),
             ack(2, 1, 1, 1),
@@ -169,7 +169,7 @@ fn a5_timeout_starts_election_vote_persisted_first() {
         assert_eq!(requests.iter().map(|m| m.to).collect::<Vec<_>>(), vec![2, 3]);
         for m in requests {
             assert_eq!(m.term, term + 1);
-            assert_eq!(m.body, Body::RequestVote { last_log_index: 3, last_log_term: 2 });
+            assert_eq!(m.body, Body::RequestVote { last_log_index: 3, last_log_term: 2, transfer: false });
         }
         assert_eq!(net.disks[&1].hard_state, HardState { term: term + 1, vote: Some(1) });
     }
@@ -227,8 +227,12 @@ fn a7_one_vote_per_term() {
         let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 1, vote, &[]))]);
 
         // act
-        let actions =
-            net.inject(msg(candidate, 1, 1, Body::RequestVote { last_log_index: 0, last_log_term: 0 }));
+        let actions = net.inject(msg(
+            candidate,
+            1,
+            1,
+            Body::RequestVote { last_log_index: 0, last_log_term: 0, transfer: false },
+        ));
 
         // check
         let reply = the_reply(&actions);
@@ -246,7 +250,8 @@ fn a7_one_vote_per_term() {
 
     // and in sequence: 2 first, then 3 is refused, then 2 again is granted
     let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 1, None, &[]))]);
-    let ask = |from| msg(from, 1, 1, Body::RequestVote { last_log_index: 0, last_log_term: 0 });
+    let ask =
+        |from| msg(from, 1, 1, Body::RequestVote { last_log_index: 0, last_log_term: 0, transfer: false });
     let granted = |net: &mut Net, from| match the_reply(&net.inject(ask(from))).body {
         Body::RequestVoteResponse { granted } => granted,
         other => panic!("{other:?}"),
@@ -675,7 +680,8 @@ fn a19_request_vote_carries_last_index_and_term() {
         net.tick_until(1, |n| n.role() == Role::Candidate);
 
         // check
-        let want = Body::RequestVote { last_log_index: log.len() as u64, last_log_term: term };
+        let want =
+            Body::RequestVote { last_log_index: log.len() as u64, last_log_term: term, transfer: false };
         assert_eq!(net.queue.len(), 2);
         assert!(net.queue.iter().all(|m| m.body == want && m.term == term + 1), "log {log:?}");
     }
@@ -703,7 +709,8 @@ fn a20_vote_only_for_up_to_date_logs() {
         let mut net = Net::from_restored(vec![(classic_config(1), restored(3, 2, None, log))]);
 
         // act
-        let actions = net.inject(msg(2, 1, 4, Body::RequestVote { last_log_index, last_log_term }));
+        let actions =
+            net.inject(msg(2, 1, 4, Body::RequestVote { last_log_index, last_log_term, transfer: false }));
 
         // check
         let reply = the_reply(&actions);

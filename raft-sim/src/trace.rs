@@ -36,7 +36,7 @@ pub(crate) fn mix(h: u64, x: u64) -> u64 {
 pub fn message_digest(m: &Message) -> u64 {
     let mut h = mix(mix(m.from, m.to), m.term);
     h = match &m.body {
-        Body::RequestVote { last_log_index, last_log_term } => {
+        Body::RequestVote { last_log_index, last_log_term, .. } => {
             mix(mix(h ^ 1, *last_log_index), *last_log_term)
         }
         Body::RequestVoteResponse { granted } => mix(h ^ 2, u64::from(*granted)),
