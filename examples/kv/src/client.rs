@@ -1,0 +1,103 @@
+//! `raft-kv get|put|delete|status|cluster`: a small client of the HTTP API.
+
+use std::io::Write as _;
+
+/// A key as a URL path segment (percent-encoding everything but unreserved
+/// characters and `/`).
+pub(crate) fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn base(endpoint: &str) -> &str {
+    endpoint.trim_end_matches('/')
+}
+
+async fn finish(response: reqwest::Response, print_body: bool) -> Result<(), String> {
+    let status = response.status();
+    let index = response.headers().get("x-raft-index").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.bytes().await.map_err(|e| format!("reading the response: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
+    }
+    if print_body {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&body);
+        if !body.ends_with(b"\n") {
+            let _ = stdout.write_all(b"\n");
+        }
+    }
+    if let Some(index) = index {
+        eprintln!("modify index: {index}");
+    }
+    Ok(())
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+pub(crate) async fn get(endpoint: &str, key: &str, consistency: &str) -> Result<(), String> {
+    let url = format!("{}/v1/kv/{}?consistency={consistency}", base(endpoint), encode_key(key));
+    let response = client()?.get(url).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    finish(response, true).await
+}
+
+pub(crate) async fn put(
+    endpoint: &str,
+    key: &str,
+    value: String,
+    cas: Option<u64>,
+    idempotency_key: Option<String>,
+) -> Result<(), String> {
+    let mut url = format!("{}/v1/kv/{}", base(endpoint), encode_key(key));
+    if let Some(cas) = cas {
+        url.push_str(&format!("?cas={cas}"));
+    }
+    let mut request = client()?.put(url).body(value);
+    if let Some(idempotency_key) = idempotency_key {
+        request = request.header("idempotency-key", idempotency_key);
+    }
+    let response = request.send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    finish(response, true).await
+}
+
+pub(crate) async fn delete(endpoint: &str, key: &str, cas: Option<u64>) -> Result<(), String> {
+    let mut url = format!("{}/v1/kv/{}", base(endpoint), encode_key(key));
+    if let Some(cas) = cas {
+        url.push_str(&format!("?cas={cas}"));
+    }
+    let response = client()?.delete(url).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    finish(response, true).await
+}
+
+pub(crate) async fn show(endpoint: &str, path: &str) -> Result<(), String> {
+    let response = client()?
+        .get(format!("{}{path}", base(endpoint)))
+        .send()
+        .await
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    finish(response, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_encoded() {
+        assert_eq!(encode_key("a/b-c_d.e~f"), "a/b-c_d.e~f");
+        assert_eq!(encode_key("a b?c#d%"), "a%20b%3Fc%23d%25");
+        assert_eq!(encode_key("é"), "%C3%A9");
+    }
+}

@@ -1,0 +1,333 @@
+//! `raft-kv local`: an N-node cluster of `raft-kv serve` child processes on
+//! loopback, for trying things out.
+//!
+//! Each child runs with `--exit-with-parent` and a pipe as standard input:
+//! when this process stops, however it stops, the pipe closes and every
+//! child shuts down by itself. On SIGINT/SIGTERM this process closes the
+//! pipes, waits for the children (killing any that take over 5 s) and
+//! removes the temporary data directory.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::LocalArgs;
+
+struct Node {
+    id: u64,
+    raft_url: String,
+    client_url: String,
+    log: PathBuf,
+    child: Child,
+    /// Closing it tells the child to stop.
+    stdin: Option<ChildStdin>,
+    exited: bool,
+}
+
+/// A free port on 127.0.0.1, chosen by the OS.
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+fn check_port(port: u32, what: &str) -> Result<u16, String> {
+    let port = u16::try_from(port).map_err(|_| format!("{what} would be port {port}, above 65535"))?;
+    match TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(port),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "port {port} ({what}) is already in use; pick another --base-port, or 0 for free ports"
+        )),
+        Err(e) => Err(format!("cannot listen on port {port} ({what}): {e}")),
+    }
+}
+
+fn random_secret() -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    let a = hasher.finish();
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(a);
+    format!("{a:016x}{:016x}", hasher.finish())
+}
+
+fn spawn_nodes(args: &LocalArgs, dir: &Path) -> Result<Vec<Node>, String> {
+    if args.nodes == 0 || args.nodes > 99 {
+        return Err(format!("--nodes {} must be between 1 and 99", args.nodes));
+    }
+    let mut ports = Vec::new();
+    for id in 1..=args.nodes {
+        let (raft, client) = if args.base_port == 0 {
+            (free_port()?, free_port()?)
+        } else {
+            let base = u32::from(args.base_port) + id as u32;
+            (
+                check_port(base, &format!("raft port of node {id}"))?,
+                check_port(base + 1000, &format!("client port of node {id}"))?,
+            )
+        };
+        ports.push((id, raft, client));
+    }
+    let initial_cluster: Vec<String> =
+        ports.iter().map(|(id, raft, _)| format!("{id}=http://127.0.0.1:{raft}")).collect();
+    let initial_cluster = initial_cluster.join(",");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let secret = random_secret();
+    let mut nodes = Vec::new();
+    for (id, raft, client) in ports {
+        let log = dir.join(format!("node-{id}.log"));
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let log_err = log_file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+        let spawned = Command::new(&exe)
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{id}")))
+            .args(["--listen-raft", &format!("127.0.0.1:{raft}")])
+            .args(["--listen-client", &format!("127.0.0.1:{client}")])
+            .args(["--initial-cluster", &initial_cluster])
+            .args(["--tick-ms", &args.tick_ms.to_string()])
+            .args(["--log-level", &args.log_level])
+            .arg("--exit-with-parent")
+            .env("RAFT_KV_CLUSTER_SECRET", &secret)
+            .env_remove("RAFT_KV_CLUSTER_SECRET_FILE")
+            .env_remove("RAFT_KV_JOIN")
+            .stdin(Stdio::piped())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                stop_nodes(&mut nodes, false);
+                return Err(format!("cannot start node {id}: {e}"));
+            }
+        };
+        let stdin = child.stdin.take();
+        nodes.push(Node {
+            id,
+            raft_url: format!("http://127.0.0.1:{raft}"),
+            client_url: format!("http://127.0.0.1:{client}"),
+            log,
+            child,
+            stdin,
+            exited: false,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Closes every child's stdin, waits up to 5 s, then kills what is left.
+fn stop_nodes(nodes: &mut [Node], verbose: bool) {
+    for node in nodes.iter_mut() {
+        node.stdin = None;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for node in nodes.iter_mut() {
+        loop {
+            match node.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) => {
+                    if verbose {
+                        println!("node {} did not stop within 5 s: killing it", node.id);
+                    }
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct View {
+    role: String,
+    term: u64,
+    leader: Option<u64>,
+}
+
+async fn view(client: &reqwest::Client, url: &str) -> Option<View> {
+    let response = client.get(format!("{url}/v1/status")).send().await.ok()?;
+    let status: serde_json::Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
+    Some(View {
+        role: status["role"].as_str()?.to_owned(),
+        term: status["term"].as_u64()?,
+        leader: status["leader"].as_u64(),
+    })
+}
+
+/// Checks for children that exited; returns an error naming one during
+/// startup.
+fn reap(nodes: &Mutex<Vec<Node>>, starting: bool) -> Result<(), String> {
+    let mut nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
+    for node in nodes.iter_mut().filter(|n| !n.exited) {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            node.exited = true;
+            let message = format!(
+                "node {} exited ({status}); last log lines of {}:\n{}",
+                node.id,
+                node.log.display(),
+                tail(&node.log)
+            );
+            if starting {
+                return Err(message);
+            }
+            println!("{message}");
+        }
+    }
+    Ok(())
+}
+
+async fn supervise(nodes: Arc<Mutex<Vec<Node>>>, dir: PathBuf) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let urls: Vec<(u64, String)> = {
+        let nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
+        nodes.iter().map(|n| (n.id, n.client_url.clone())).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let views = loop {
+        reap(&nodes, true)?;
+        let mut views = Vec::new();
+        for (_, url) in &urls {
+            views.push(view(&client, url).await);
+        }
+        let leader = views.iter().flatten().find(|v| v.role == "leader").and_then(|v| v.leader);
+        if leader.is_some() && views.iter().all(|v| v.as_ref().is_some_and(|v| v.leader == leader)) {
+            break views;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no leader elected within 20 s; node logs are in {}", dir.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let mut leader = views.iter().flatten().find_map(|v| v.leader.map(|l| (l, v.term)));
+    {
+        let nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
+        println!("raft-kv local: {} nodes, data and logs (node-N.log) in {}", nodes.len(), dir.display());
+        println!();
+        println!("{:<4} {:<10} {:<24} {:<24} {:>8}", "ID", "ROLE", "CLIENT URL", "RAFT URL", "PID");
+        for (node, view) in nodes.iter().zip(&views) {
+            let role = view.as_ref().map_or("?", |v| v.role.as_str());
+            println!(
+                "{:<4} {:<10} {:<24} {:<24} {:>8}",
+                node.id,
+                role,
+                node.client_url,
+                node.raft_url,
+                node.child.id()
+            );
+        }
+        let first = &nodes[0].client_url;
+        let other = &nodes[nodes.len().min(2) - 1].client_url;
+        let all: Vec<&str> = nodes.iter().map(|n| n.client_url.as_str()).collect();
+        println!();
+        println!("Try (any node answers any request):");
+        println!("  curl -X PUT --data-binary 'world' {first}/v1/kv/hello");
+        println!("  curl -i {other}/v1/kv/hello                      # X-Raft-Index: the modify index");
+        println!("  curl -X PUT --data-binary 'again' '{other}/v1/kv/hello?cas=<index>'");
+        println!("  curl -X DELETE {first}/v1/kv/hello");
+        println!("  curl {first}/v1/status");
+        println!("  curl {first}/metrics");
+        println!("  raft-kv bench --endpoints {} --clients 16 --duration 5s", all.join(","));
+        println!();
+        if let Some((id, term)) = leader {
+            println!("leader: node {id} (term {term}); watching for leader changes, Ctrl-C to stop");
+        }
+    }
+
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reap(&nodes, false)?;
+        let mut seen = None;
+        for (_, url) in &urls {
+            if let Some(view) = view(&client, url).await {
+                if view.role == "leader" {
+                    seen = Some((view.leader.unwrap_or_default(), view.term));
+                    break;
+                }
+            }
+        }
+        if let Some(now) = seen {
+            if leader.is_none_or(|l| l.0 != now.0) {
+                println!("leader: node {} (term {})", now.0, now.1);
+                leader = Some(now);
+            }
+        }
+    }
+}
+
+async fn signal() -> &'static str {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = terminate => "SIGTERM",
+    }
+}
+
+pub(crate) async fn run(args: LocalArgs) -> Result<(), String> {
+    let (temp, dir) = match &args.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            (None, dir.clone())
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("raft-kv-local-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            let path = temp.path().to_owned();
+            (Some(temp), path)
+        }
+    };
+    let nodes = Arc::new(Mutex::new(spawn_nodes(&args, &dir)?));
+    let result = tokio::select! {
+        result = supervise(nodes.clone(), dir.clone()) => result,
+        signal = signal() => {
+            println!("\n{signal}: stopping the nodes");
+            Ok(())
+        }
+    };
+    let count = {
+        let mut nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
+        let verbose = result.is_ok();
+        tokio::task::block_in_place(|| stop_nodes(&mut nodes, verbose));
+        nodes.len()
+    };
+    if result.is_ok() {
+        println!("stopped {count} nodes");
+    }
+    match temp {
+        Some(temp) => drop(temp),
+        None => println!("data kept in {}", dir.display()),
+    }
+    result
+}
