@@ -1,0 +1,450 @@
+//! The real `raft-kv` binary, as real processes on loopback with OS-chosen
+//! free ports and temporary data directories. Every wait polls under a
+//! deadline.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_raft-kv");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Node {
+    id: u64,
+    raft_port: u16,
+    client_port: u16,
+    data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn spawn(&mut self, initial_cluster: &str, logs: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("node-{}.log", self.id)))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(["--id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen-raft", &format!("127.0.0.1:{}", self.raft_port)])
+            .args(["--listen-client", &format!("127.0.0.1:{}", self.client_port)])
+            .args(["--initial-cluster", initial_cluster])
+            .args(["--cluster-secret", "test-secret", "--log-level", "info", "--exit-with-parent"])
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    initial_cluster: String,
+    nodes: Vec<Node>,
+    http: reqwest::Client,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill9();
+        }
+    }
+}
+
+impl Cluster {
+    async fn start(n: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes: Vec<Node> = (1..=n)
+            .map(|id| Node {
+                id,
+                raft_port: free_port(),
+                client_port: free_port(),
+                data_dir: dir.path().join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let initial_cluster: Vec<String> =
+            nodes.iter().map(|n| format!("{}=http://127.0.0.1:{}", n.id, n.raft_port)).collect();
+        let initial_cluster = initial_cluster.join(",");
+        for node in &mut nodes {
+            node.spawn(&initial_cluster, dir.path());
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let cluster = Cluster { dir, initial_cluster, nodes, http };
+        cluster.leader().await;
+        cluster
+    }
+
+    fn alive(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.child.is_some())
+    }
+
+    async fn status(&self, node: &Node) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/v1/status", node.url()))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        serde_json::from_slice(&response.ok()?.bytes().await.ok()?).ok()
+    }
+
+    /// The position of the leader every running node agrees on.
+    async fn leader(&self) -> usize {
+        let start = Instant::now();
+        loop {
+            let mut statuses = Vec::new();
+            for node in self.alive() {
+                statuses.push((node.id, self.status(node).await));
+            }
+            let leader = statuses
+                .iter()
+                .find(|(_, s)| s.as_ref().is_some_and(|s| s["role"] == "leader"))
+                .map(|(id, _)| *id);
+            if let Some(leader) = leader {
+                if statuses.iter().all(|(_, s)| s.as_ref().is_some_and(|s| s["leader"] == leader)) {
+                    return self.nodes.iter().position(|n| n.id == leader).unwrap();
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no agreed leader: {statuses:?}; logs in {:?}",
+                self.dir.path()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn put(&self, node: usize, key: &str, value: &str) -> (u16, Value) {
+        let url = format!("{}/v1/kv/{key}", self.nodes[node].url());
+        let response = self.http.put(url).body(value.to_owned()).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Option<u64>, Vec<u8>) {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let index = response.headers().get("x-raft-index").map(|v| v.to_str().unwrap().parse().unwrap());
+        (status, index, response.bytes().await.unwrap().to_vec())
+    }
+
+    async fn get(&self, node: usize, key: &str) -> (u16, Option<u64>, Vec<u8>) {
+        self.send(self.http.get(format!("{}/v1/kv/{key}", self.nodes[node].url()))).await
+    }
+}
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+/// Retries a write through leader changes (503) until it is acknowledged.
+async fn put_acked(cluster: &Cluster, node: usize, key: &str, value: &str) -> u64 {
+    let start = Instant::now();
+    loop {
+        let (status, body) = cluster.put(node, key, value).await;
+        match status {
+            200 => return body["index"].as_u64().unwrap(),
+            503 | 504 if start.elapsed() < DEADLINE => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => panic!("PUT {key} on node {} answered {status} {body}", node + 1),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_api_answers_on_every_node() {
+    let cluster = Cluster::start(3).await;
+    let http = &cluster.http;
+    let url = |node: usize, path: &str| format!("{}{path}", cluster.nodes[node].url());
+
+    // Writes through every node (followers forward), reads from every node.
+    for writer in 0..3 {
+        let key = format!("key-{writer}");
+        let index = put_acked(&cluster, writer, &key, &format!("value-{writer}")).await;
+        for reader in 0..3 {
+            let (status, modify, body) = cluster.get(reader, &key).await;
+            assert_eq!(status, 200);
+            assert_eq!(body, format!("value-{writer}").as_bytes());
+            assert_eq!(modify, Some(index), "X-Raft-Index on node {}", reader + 1);
+        }
+    }
+    for consistency in ["lease", "stale", "linearizable"] {
+        let (status, _, body) =
+            cluster.send(http.get(url(1, &format!("/v1/kv/key-0?consistency={consistency}")))).await;
+        assert_eq!((status, body.as_slice()), (200, b"value-0".as_slice()), "{consistency}");
+    }
+
+    // Compare-and-set: 0 = only if absent; a mismatch is 409 with the current index.
+    let (status, created, _) = cluster.send(http.put(url(0, "/v1/kv/c?cas=0")).body("one")).await;
+    assert_eq!(status, 200);
+    let (_, body) = cluster.put(0, "c", "x").await;
+    let current = body["index"].as_u64().unwrap();
+    assert!(current > created.unwrap_or(0));
+    let (status, _, body) = cluster.send(http.put(url(1, "/v1/kv/c?cas=0")).body("two")).await;
+    assert_eq!(status, 409);
+    let body = json(&body);
+    assert_eq!(body["error"], "cas_mismatch");
+    assert_eq!(body["index"], current);
+    let (status, _, body) =
+        cluster.send(http.put(url(2, &format!("/v1/kv/c?cas={current}"))).body("three")).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let current = json(&body)["index"].as_u64().unwrap();
+    let (status, _, body) = cluster.send(http.delete(url(1, &format!("/v1/kv/c?cas={}", current - 1)))).await;
+    assert_eq!((status, json(&body)["index"].as_u64()), (409, Some(current)));
+    let (status, _, _) = cluster.send(http.delete(url(2, &format!("/v1/kv/c?cas={current}")))).await;
+    assert_eq!(status, 200);
+    for node in 0..3 {
+        let (status, _, body) = cluster.get(node, "c").await;
+        assert_eq!(status, 404);
+        assert_eq!(json(&body)["error"], "not_found");
+    }
+    let (status, _, _) = cluster.send(http.delete(url(0, "/v1/kv/never"))).await;
+    assert_eq!(status, 404);
+
+    // 400 and 413, as JSON errors.
+    for (request, expected) in [
+        (http.put(url(0, "/v1/kv/x?cas=abc")).body("v"), 400),
+        (http.get(url(0, "/v1/kv/x?consistency=sometimes")), 400),
+        (http.put(url(0, "/v1/kv/x?bogus=1")).body("v"), 400),
+        (http.put(url(0, "/v1/kv/")).body("v"), 400),
+        (http.put(url(1, "/v1/kv/big")).body(vec![0u8; 512 * 1024 + 1]), 413),
+        (http.put(url(1, &format!("/v1/kv/{}", "k".repeat(1025)))).body("v"), 413),
+    ] {
+        let (status, _, body) = cluster.send(request).await;
+        assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
+        let body = json(&body);
+        let code = if expected == 400 { "bad_request" } else { "payload_too_large" };
+        assert_eq!(body["error"], code);
+        assert!(body["message"].is_string());
+    }
+    let (status, _, _) = cluster.send(http.put(url(2, "/v1/kv/fits")).body(vec![7u8; 512 * 1024])).await;
+    assert_eq!(status, 200);
+
+    // Idempotency-Key: a retry (through another node) applies at most once.
+    let keyed = |node: usize, value: &'static str| {
+        http.put(url(node, "/v1/kv/idem")).header("Idempotency-Key", "req-42").body(value)
+    };
+    let (status, _, first) = cluster.send(keyed(1, "v1")).await;
+    assert_eq!(status, 200);
+    let first = json(&first)["index"].as_u64().unwrap();
+    put_acked(&cluster, 0, "idem", "v2").await;
+    let (status, _, retry) = cluster.send(keyed(2, "v1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&retry)["index"].as_u64(), Some(first), "the retry got a different answer");
+    let (_, _, value) = cluster.get(1, "idem").await;
+    assert_eq!(value, b"v2", "the retry applied again");
+    let (status, _, body) = cluster.send(keyed(0, "something else")).await;
+    assert_eq!((status, json(&body)["error"].as_str()), (422, Some("idempotency_key_reused")));
+
+    // Operations endpoints.
+    let (status, _, body) = cluster.send(http.get(url(1, "/v1/status"))).await;
+    let body = json(&body);
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], 2);
+    for field in ["role", "term", "leader", "commit", "applied", "last_index", "snapshot_index"] {
+        assert!(!body[field].is_null(), "status lacks {field}: {body}");
+    }
+    let (status, _, body) = cluster.send(http.get(url(2, "/v1/cluster"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["voters"].as_array().unwrap().len(), 3);
+    let (status, _, body) = cluster.send(http.put(url(0, "/v1/cluster")).body("{}")).await;
+    assert_eq!(status, 501);
+    assert!(json(&body)["message"].as_str().unwrap().contains("not yet supported"));
+    let (status, _, _) =
+        cluster.send(http.post(url(0, "/v1/cluster/transfer-leader")).body("{\"to\":2}")).await;
+    assert_eq!(status, 501);
+    for node in 0..3 {
+        let (status, _, _) = cluster.send(http.get(url(node, "/healthz"))).await;
+        assert_eq!(status, 200);
+        let start = Instant::now();
+        while cluster.send(http.get(url(node, "/readyz"))).await.0 != 200 {
+            assert!(start.elapsed() < DEADLINE, "node {} never ready", node + 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (status, _, metrics) = cluster.send(http.get(url(0, "/metrics"))).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert_eq!(status, 200);
+    for name in
+        ["raft_term ", "raft_is_leader ", "raft_commit_index ", "raft_applied_index ", "kv_writes_total{"]
+    {
+        assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_without_losing_writes_and_catches_up_on_restart() {
+    let mut cluster = Cluster::start(3).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..30 {
+        let key = format!("k{i}");
+        put_acked(&cluster, i % 3, &key, &format!("v{i}")).await;
+        acknowledged.push(key);
+    }
+
+    let old = cluster.leader().await;
+    cluster.nodes[old].kill9();
+    let killed_at = Instant::now();
+    let new = cluster.leader().await;
+    let failover = killed_at.elapsed();
+    assert_ne!(new, old);
+    assert!(failover < Duration::from_secs(3), "new leader after {failover:?}");
+
+    // Every acknowledged write survives, read linearizably from both survivors.
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    for &node in &survivors {
+        for (i, key) in acknowledged.iter().enumerate() {
+            let (status, _, body) = cluster.get(node, key).await;
+            assert_eq!((status, body), (200, format!("v{i}").into_bytes()), "{key} on node {}", node + 1);
+        }
+    }
+    for i in 30..40 {
+        let key = format!("k{i}");
+        put_acked(&cluster, survivors[i % 2], &key, &format!("v{i}")).await;
+        acknowledged.push(key);
+    }
+
+    // Restart the killed node on its data directory: it recovers and catches up.
+    let initial_cluster = cluster.initial_cluster.clone();
+    let logs = cluster.dir.path().to_owned();
+    cluster.nodes[old].spawn(&initial_cluster, &logs);
+    let start = Instant::now();
+    loop {
+        let url = format!("{}/v1/kv/k39?consistency=stale", cluster.nodes[old].url());
+        if let Ok(response) = cluster.http.get(url).send().await {
+            if response.status() == 200 {
+                break;
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "the restarted node never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (i, key) in acknowledged.iter().enumerate() {
+        let (status, _, body) = cluster.get(old, key).await;
+        assert_eq!((status, body), (200, format!("v{i}").into_bytes()), "{key} on the restarted node");
+    }
+    cluster.leader().await;
+}
+
+fn process_exists(pid: u32) -> bool {
+    Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status().unwrap().success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_serves_benches_and_stops_on_sigint() {
+    let mut local = Command::new(BIN)
+        .args(["local", "--nodes", "3", "--base-port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = local.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The table: ID ROLE CLIENT-URL RAFT-URL PID, then "leader: node N".
+    let mut rows = Vec::new();
+    let start = Instant::now();
+    loop {
+        let line =
+            lines_rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())).expect("local printed no leader");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() == 5 && fields[0].parse::<u64>().is_ok() {
+            rows.push((fields[2].to_owned(), fields[4].parse::<u32>().unwrap()));
+        }
+        if line.starts_with("leader: node") {
+            break;
+        }
+    }
+    assert_eq!(rows.len(), 3);
+    let urls: Vec<String> = rows.iter().map(|(url, _)| url.clone()).collect();
+
+    let http = reqwest::Client::new();
+    let put = http.put(format!("{}/v1/kv/hello", urls[0])).body("world").send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let get = http.get(format!("{}/v1/kv/hello", urls[2])).send().await.unwrap();
+    assert_eq!(get.bytes().await.unwrap(), "world");
+
+    let bench = tokio::task::spawn_blocking({
+        let endpoints = urls.join(",");
+        move || {
+            Command::new(BIN)
+                .args(["bench", "--endpoints", &endpoints, "--clients", "4", "--duration", "2s", "--json"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(bench.status.success(), "bench failed: {}", String::from_utf8_lossy(&bench.stderr));
+    let report = json(&bench.stdout);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["ops_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{report}");
+
+    let sent = Command::new("kill").args(["-INT", &local.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = local.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < DEADLINE, "local did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "local exited with {status}");
+    for (_, pid) in rows {
+        let start = Instant::now();
+        while process_exists(pid) {
+            assert!(start.elapsed() < Duration::from_secs(5), "child {pid} outlived local");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[test]
+fn local_names_a_taken_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // Node 1's raft port is base + 1.
+    let output = Command::new(BIN)
+        .args(["local", "--nodes", "1", "--base-port", &(port - 1).to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("port {port}")) && stderr.contains("in use"), "{stderr}");
+}
