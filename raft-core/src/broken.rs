@@ -18,6 +18,9 @@ pub enum BrokenRule {
     /// SetConfiguration switches straight to C_new, skipping the learner
     /// catch-up and the joint configuration (paper figure 10's hazard).
     DirectConfigSwitch,
+    /// A follower installing a snapshot that conflicts with its log keeps
+    /// the conflicting suffix (paper figure 13, rule 7 broken).
+    KeepConflictingSuffix,
     /// A leader answers every read at once from its local state, without
     /// confirming it still leads.
     ReadWithoutConfirmation,
@@ -65,4 +68,7 @@ pub(crate) fn read_without_confirmation() -> bool {
 }
 pub(crate) fn direct_config_switch() -> bool {
     is(BrokenRule::DirectConfigSwitch)
+}
+pub(crate) fn keep_conflicting_suffix() -> bool {
+    is(BrokenRule::KeepConflictingSuffix)
 }

@@ -46,6 +46,14 @@ pub struct Config {
     /// `election_ticks_min - lease_drift_ticks` ticks from the start of the
     /// last round a quorum acknowledged.
     pub lease_drift_ticks: u32,
+    /// Ask the application for a snapshot ([`crate::Action::SnapshotNeeded`])
+    /// once this many entries were applied since the last one.
+    pub snapshot_entries_max: u64,
+    /// ...or once this many bytes of entries were applied since the last one.
+    pub snapshot_bytes_max: u64,
+    /// After a snapshot, keep this many entries before it in memory so that
+    /// slightly slow followers get entries rather than a whole snapshot.
+    pub log_tail_entries: u64,
     /// A configuration change waits at most this long for new voters to
     /// catch up (as learners) before failing with
     /// [`crate::ConfigChangeError::CatchUpTimeout`].
@@ -74,6 +82,9 @@ impl Config {
             check_quorum: true,
             lease_drift_ticks: 3,
             catch_up_ticks_max: 1000,
+            snapshot_entries_max: 100_000,
+            snapshot_bytes_max: 256 << 20,
+            log_tail_entries: 1000,
             seed: 0,
         }
     }
@@ -131,6 +142,12 @@ impl Config {
                     self.uncommitted_bytes_max, self.bytes_per_message_max
                 ),
             );
+        }
+        if self.snapshot_entries_max == 0 {
+            return fail("snapshot_entries_max", "must be at least 1".into());
+        }
+        if self.snapshot_bytes_max == 0 {
+            return fail("snapshot_bytes_max", "must be at least 1".into());
         }
         if self.catch_up_ticks_max == 0 {
             return fail("catch_up_ticks_max", "must be at least 1".into());

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod crc;
 mod error;
 mod log;
 mod membership;
@@ -43,6 +44,7 @@ mod rng;
 pub mod broken;
 
 pub use config::Config;
+pub use crc::crc32c;
 pub use error::{ConfigChangeError, ConfigError, Lost, NodeError, ProposeError, TransferError};
 pub use membership::{Membership, Topology};
 pub use message::{

@@ -61,6 +61,37 @@ impl Log {
         self.entries.range(start..end.max(start))
     }
 
+    /// Drops every entry up to `index` (which must be in the log or be the
+    /// boundary), keeping the suffix after it.
+    pub(crate) fn compact_to(&mut self, index: Index) {
+        if index <= self.snapshot_index {
+            return;
+        }
+        let term = self.term_at(index).expect("compacting to an index in the log");
+        let drop = (index - self.snapshot_index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+
+    /// Discards the whole log: it continues after `index` of `term`.
+    pub(crate) fn reset(&mut self, index: Index, term: Term) {
+        self.entries.clear();
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+    }
+
+    /// Test-only (broken rules): claims the boundary entry had `term`.
+    #[cfg_attr(not(feature = "broken-rules"), allow(dead_code))]
+    pub(crate) fn reset_boundary_term(&mut self, term: Term) {
+        self.snapshot_term = term;
+    }
+
+    /// Number of entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Removes every entry at `index` and after.
     pub(crate) fn truncate_from(&mut self, index: Index) {
         debug_assert!(index > self.snapshot_index);
@@ -143,6 +174,21 @@ mod tests {
         assert_eq!(log.last_index_of_term(9), None);
         assert_eq!(log.first_index_of_term_run(4, 4, 0), 3);
         assert_eq!(log.first_index_of_term_run(2, 1, 0), 1);
+    }
+
+    #[test]
+    fn compaction_keeps_terms_at_the_boundary() {
+        let mut log = log_of(&[1, 1, 2, 3, 3]);
+        log.compact_to(3);
+        assert_eq!((log.first_index(), log.last_index()), (4, 5));
+        assert_eq!(log.term_at(3), Some(2), "the boundary's term survives");
+        assert_eq!(log.term_at(2), None, "compacted");
+        assert!(log.entry(3).is_none());
+        assert_eq!(log.range(4, 5).count(), 2);
+        assert_eq!(log.last_index_of_term(2), Some(3));
+        assert_eq!(log.first_index_of_term_run(5, 3, 0), 4, "runs stop at the boundary");
+        log.reset(9, 4);
+        assert_eq!((log.first_index(), log.last_index(), log.last_term()), (10, 9, 4));
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub struct HardState {
     pub vote: Option<NodeId>,
 }
 
+/// The metadata of a snapshot: the last entry it covers and the
+/// configuration as of that entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot covers (0: none).
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+    /// The configuration in force at `index`.
+    pub membership: Membership,
+}
+
 /// A message between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -136,6 +148,29 @@ pub enum Body {
         /// The round acknowledged.
         round: u64,
     },
+    /// One chunk of the leader's snapshot (paper figure 13, InstallSnapshot).
+    /// The leader's driver fills in `data`, `done` and `checksum` from its
+    /// snapshot file when the core asks with [`crate::Action::SendSnapshotChunk`].
+    InstallSnapshot {
+        /// The snapshot: last included index and term, and configuration.
+        meta: SnapshotMeta,
+        /// Byte offset of `data` in the snapshot.
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+        /// Whether this is the last chunk.
+        done: bool,
+        /// CRC32C of the whole snapshot ([`crate::crc32c`]).
+        checksum: u32,
+    },
+    /// A follower asks for the snapshot chunk at `next_offset` (after a
+    /// chunk it stored, or to resume after a lost one).
+    InstallSnapshotResponse {
+        /// The snapshot's last included index.
+        index: Index,
+        /// The next byte the follower wants.
+        next_offset: u64,
+    },
     /// The leader hands over: campaign now, without waiting for a timeout
     /// (dissertation 3.10, leadership transfer).
     TimeoutNow,
@@ -196,6 +231,8 @@ impl Body {
             Body::AppendEntriesResponse(_) => "AppendEntriesResponse",
             Body::PreVote { .. } => "PreVote",
             Body::TimeoutNow => "TimeoutNow",
+            Body::InstallSnapshot { .. } => "InstallSnapshot",
+            Body::InstallSnapshotResponse { .. } => "InstallSnapshotResponse",
             Body::PreVoteResponse { .. } => "PreVoteResponse",
             Body::ReadConfirm { .. } => "ReadConfirm",
             Body::ReadConfirmResponse { .. } => "ReadConfirmResponse",
@@ -221,6 +258,17 @@ impl fmt::Display for Message {
                 write!(f, " last={last_log_index}/{last_log_term}")
             }
             Body::TimeoutNow => Ok(()),
+            Body::InstallSnapshot { meta, offset, data, done, .. } => write!(
+                f,
+                " snap={}/{} offset={offset} len={}{}",
+                meta.index,
+                meta.term,
+                data.len(),
+                if *done { " done" } else { "" }
+            ),
+            Body::InstallSnapshotResponse { index, next_offset } => {
+                write!(f, " snap={index} next={next_offset}")
+            }
             Body::RequestVoteResponse { granted } | Body::PreVoteResponse { granted } => {
                 write!(f, " {}", if *granted { "granted" } else { "refused" })
             }

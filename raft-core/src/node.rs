@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::{ConfigChangeError, Lost, NodeError, ProposeError, TransferError};
 use crate::log::Log;
 use crate::membership::{Membership, Topology};
+pub use crate::message::SnapshotMeta;
 use crate::message::{
     AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term,
 };
@@ -17,6 +18,9 @@ use crate::read::{Forwarded, Origin, ReadError, ReadId, ReadPolicy, ReadQueue};
 use crate::rng::Rng;
 
 mod reconfig;
+mod snapshot;
+
+use snapshot::Receiving;
 
 /// A node's role (paper section 5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,6 +56,14 @@ pub enum Input {
     /// joint configuration C_old,new to C_new. Answered by
     /// [`Action::ConfigChangeCompleted`] or [`Action::ConfigChangeFailed`].
     SetConfiguration(Topology),
+    /// The application saved a snapshot of its state machine at `index`
+    /// (asked for by [`Action::SnapshotNeeded`]; durable, with the meta the
+    /// action gave). The core compacts its log up to it, keeping
+    /// [`crate::Config::log_tail_entries`] before it.
+    SnapshotTaken {
+        /// The snapshot's last included index.
+        index: Index,
+    },
     /// Hand leadership to `to` (dissertation 3.10). Proposals are refused
     /// meanwhile; the transfer is abandoned after an election timeout.
     TransferLeadership {
@@ -105,6 +117,47 @@ pub enum Action {
         /// Why.
         error: ReadError,
     },
+    /// Take a snapshot of the state machine as of `meta.index` (everything
+    /// applied so far), save it durably with `meta`, then report
+    /// [`Input::SnapshotTaken`]. Not asked again until then.
+    SnapshotNeeded {
+        /// Index, term and configuration to store with the snapshot.
+        meta: SnapshotMeta,
+    },
+    /// Send `to` the chunk of the snapshot at `meta.index` that starts at
+    /// `offset`: a [`Body::InstallSnapshot`] message of this `term` carrying
+    /// at most `bytes_per_message_max` bytes, `done` if it is the last, and
+    /// the CRC32C of the whole snapshot. One chunk is in flight at a time.
+    SendSnapshotChunk {
+        /// The follower.
+        to: NodeId,
+        /// The term to put on the message.
+        term: Term,
+        /// The snapshot to send from.
+        meta: SnapshotMeta,
+        /// Byte offset of the chunk.
+        offset: u64,
+    },
+    /// Store this chunk of an incoming snapshot at `offset` (offset 0 starts
+    /// a new one). Chunks arrive in order; the core has checked them.
+    SnapshotChunk {
+        /// The snapshot being received.
+        meta: SnapshotMeta,
+        /// Byte offset of `data`.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+        /// Whether this completes the snapshot (its checksum verified).
+        done: bool,
+    },
+    /// Replace the state machine with the snapshot just received, and save
+    /// it durably with `meta` (the storage drops the log it covers, keeping
+    /// entries after it if they match). Like a `Persist`: durable before any
+    /// later action. Applying resumes after `meta.index`.
+    RestoreSnapshot {
+        /// The snapshot installed.
+        meta: SnapshotMeta,
+    },
     /// The configuration in force on this node changed (appended, or undone
     /// by a log truncation). Drivers connect to new members here.
     MembershipChanged {
@@ -155,18 +208,6 @@ impl Persist {
     fn is_empty(&self) -> bool {
         self.truncate_from.is_none() && self.entries.is_empty() && self.hard_state.is_none()
     }
-}
-
-/// The metadata of a snapshot: the last entry it covers and the
-/// configuration as of that entry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SnapshotMeta {
-    /// Index of the last entry the snapshot covers (0: none).
-    pub index: Index,
-    /// Term of that entry.
-    pub term: Term,
-    /// The configuration in force at `index`.
-    pub membership: Membership,
 }
 
 /// What a node needs to (re)start: exactly what the persistence contract
@@ -306,7 +347,17 @@ pub struct Node {
     /// Index of the entry that carried `membership` (the snapshot's index if
     /// it came from there).
     membership_index: Index,
-    snapshot_membership: Membership,
+    /// The configuration in force at the log's boundary (the first index
+    /// minus one).
+    boundary_membership: Membership,
+    /// The latest snapshot taken or installed.
+    snapshot: SnapshotMeta,
+    /// A snapshot being received from the leader.
+    receiving: Option<Receiving>,
+    /// A snapshot has been asked for and not reported yet.
+    snapshot_requested: bool,
+    /// Bytes of entries applied since the last snapshot.
+    applied_bytes_since_snapshot: u64,
     election_elapsed: u32,
     election_timeout: u32,
     heartbeat_elapsed: u32,
@@ -362,7 +413,11 @@ impl Node {
             applied: snapshot.index,
             membership: snapshot.membership.clone(),
             membership_index: snapshot.index,
-            snapshot_membership: snapshot.membership,
+            boundary_membership: snapshot.membership.clone(),
+            snapshot,
+            receiving: None,
+            snapshot_requested: false,
+            applied_bytes_since_snapshot: 0,
             log,
             election_elapsed: 0,
             election_timeout: 0,
@@ -408,6 +463,7 @@ impl Node {
             Input::Read { id, policy } => self.read(id, policy),
             Input::SetConfiguration(target) => self.set_configuration(target),
             Input::TransferLeadership { to } => self.transfer_leadership(to),
+            Input::SnapshotTaken { index } => self.snapshot_taken(index),
         }
         self.fail_orphaned_reads(before);
         if before.0 == Role::Leader && self.role != Role::Leader {
@@ -521,8 +577,13 @@ impl Node {
         if self.log.last_term() > self.term {
             return Err(format!("last log term {} above current term {}", self.log.last_term(), self.term));
         }
-        if self.log.snapshot_index() > self.commit {
-            return Err("snapshot beyond commit".into());
+        if self.log.snapshot_index() > self.snapshot.index || self.snapshot.index > self.applied {
+            return Err(format!(
+                "log boundary {} <= snapshot {} <= applied {} does not hold",
+                self.log.snapshot_index(),
+                self.snapshot.index,
+                self.applied
+            ));
         }
         match self.role {
             Role::Leader => {
@@ -604,8 +665,15 @@ impl Node {
         let stall_ticks = 2 * self.config.heartbeat_ticks;
         let last = self.log.last_index();
         let mut stalled = Vec::new();
+        let mut resend_chunk = Vec::new();
         for (&id, p) in self.progress.iter_mut() {
-            if p.state == ProgressState::Replicate && p.match_index < last && !p.inflight.is_empty() {
+            if p.state == ProgressState::Snapshot {
+                p.stalled_ticks += 1;
+                if p.stalled_ticks >= stall_ticks {
+                    // A chunk or its answer was lost: ask for it again.
+                    resend_chunk.push(id);
+                }
+            } else if p.state == ProgressState::Replicate && p.match_index < last && !p.inflight.is_empty() {
                 p.stalled_ticks += 1;
                 if p.stalled_ticks >= stall_ticks {
                     // Messages were lost: start again from what is known to match.
@@ -616,6 +684,9 @@ impl Node {
         }
         for id in stalled {
             self.send_append(id, false);
+        }
+        for id in resend_chunk {
+            self.send_snapshot_chunk(id);
         }
         if let Some(t) = &mut self.transfer {
             t.elapsed += 1;
@@ -844,8 +915,11 @@ impl Node {
                 // servers cannot disrupt it.
                 return;
             }
-            let leader =
-                matches!(m.body, Body::AppendEntries { .. } | Body::ReadConfirm { .. }).then_some(m.from);
+            let leader = matches!(
+                m.body,
+                Body::AppendEntries { .. } | Body::ReadConfirm { .. } | Body::InstallSnapshot { .. }
+            )
+            .then_some(m.from);
             self.become_follower(m.term, leader);
         } else if m.term < self.term {
             // Paper section 5.1: reject stale requests with our term so the
@@ -860,6 +934,9 @@ impl Node {
                     );
                 }
                 Body::ReadConfirm { .. } => self.send(m.from, Body::ReadConfirmResponse { round: 0 }),
+                Body::InstallSnapshot { meta, .. } => {
+                    self.send(m.from, Body::InstallSnapshotResponse { index: meta.index, next_offset: 0 })
+                }
                 Body::ReadIndexRequest { id, .. } => {
                     self.send(m.from, Body::ReadIndexResponse { id, index: None })
                 }
@@ -882,6 +959,12 @@ impl Node {
             }
             Body::AppendEntriesResponse(result) => self.on_append_response(m.from, result),
             Body::ReadConfirm { round } => self.on_read_confirm(m.from, round),
+            Body::InstallSnapshot { meta, offset, data, done, checksum } => {
+                self.on_install_snapshot(m.from, meta, offset, data, done, checksum)
+            }
+            Body::InstallSnapshotResponse { index, next_offset } => {
+                self.on_install_snapshot_response(m.from, index, next_offset)
+            }
             Body::TimeoutNow => {
                 // Dissertation 3.10: the leader hands over; campaign at once,
                 // skipping PreVote (the leader has stopped, so no one will
@@ -1068,6 +1151,8 @@ impl Node {
                     // checked: a bad rejected_prev of u64::MAX overflowed here
                     // (found by tests/bad_input_proptest.rs).
                     ProgressState::Probe => rejected_prev.checked_add(1) != Some(p.next_index),
+                    // A snapshot is on its way; rejections of older appends are stale.
+                    ProgressState::Snapshot => true,
                 };
                 if stale {
                     return;
@@ -1175,7 +1260,7 @@ impl Node {
             }
             i -= 1;
         }
-        let (m, i) = found.unwrap_or_else(|| (self.snapshot_membership.clone(), self.log.snapshot_index()));
+        let (m, i) = found.unwrap_or_else(|| (self.boundary_membership.clone(), self.log.snapshot_index()));
         if (&m, i) != (&self.membership, self.membership_index) {
             self.membership_changed = true;
         }
@@ -1222,8 +1307,8 @@ impl Node {
             return;
         }
         let entries: Vec<Entry> = self.log.range(self.applied + 1, self.commit).cloned().collect();
+        let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
         if self.role == Role::Leader {
-            let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(bytes);
         }
         self.applied = self.commit;
@@ -1236,6 +1321,7 @@ impl Node {
             }
         }
         self.emit(Action::Apply(entries));
+        self.maybe_request_snapshot(bytes as u64);
     }
 
     fn broadcast_append(&mut self) {
@@ -1281,7 +1367,10 @@ impl Node {
             }
             let from = p.next_index;
             let prev = from - 1;
-            let Some(prev_term) = self.log.term_at(prev) else { return };
+            let Some(prev_term) = self.log.term_at(prev) else {
+                // The entries it needs were compacted away (section 7).
+                return self.start_snapshot_transfer(peer);
+            };
             let mut entries = Vec::new();
             let mut bytes = 0;
             for e in self.log.range(from, last).take(max_entries) {

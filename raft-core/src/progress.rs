@@ -14,6 +14,9 @@ pub enum ProgressState {
     /// The follower is known to match: entries are pipelined, up to
     /// `inflight_messages_max` messages ahead of its acknowledgements.
     Replicate,
+    /// The follower needs entries the leader has compacted: a snapshot is
+    /// being streamed, one chunk at a time; replication waits for it.
+    Snapshot,
 }
 
 /// The leader's view of one follower.
@@ -38,6 +41,8 @@ pub struct Progress {
     pub(crate) recent_active: bool,
     /// Ticks since `match_index` last advanced while entries were in flight.
     pub(crate) stalled_ticks: u32,
+    /// In snapshot state: the snapshot being sent and the next byte offset.
+    pub(crate) snapshot: Option<(Index, u64)>,
     /// The highest commit index this follower has been told about (in a
     /// message whose entries prove it may commit that far).
     pub(crate) commit_conveyed: Index,
@@ -56,6 +61,7 @@ impl Progress {
             recent_active: false,
             stalled_ticks: 0,
             commit_conveyed: 0,
+            snapshot: None,
         }
     }
 
@@ -71,13 +77,14 @@ impl Progress {
             ProgressState::Replicate => {
                 self.inflight.len() < inflight_max && self.inflight_bytes < inflight_bytes_max
             }
+            ProgressState::Snapshot => false,
         }
     }
 
     /// Records that entries through `last`, of `bytes` in all, were sent.
     pub(crate) fn sent(&mut self, last: Index, bytes: usize) {
         match self.state {
-            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent = true,
             ProgressState::Replicate => {
                 self.next_index = last + 1;
                 self.inflight.push_back((last, bytes));
@@ -106,14 +113,28 @@ impl Progress {
             self.inflight.pop_front();
             self.inflight_bytes -= bytes;
         }
-        if self.state == ProgressState::Probe {
-            self.become_replicate();
+        match self.state {
+            ProgressState::Probe => self.become_replicate(),
+            ProgressState::Snapshot if self.snapshot.is_none_or(|(index, _)| index <= self.match_index) => {
+                self.become_replicate()
+            }
+            _ => {}
         }
         advanced
     }
 
+    /// Starts streaming the snapshot at `index` from offset 0.
+    pub(crate) fn become_snapshot(&mut self, index: Index) {
+        self.state = ProgressState::Snapshot;
+        self.snapshot = Some((index, 0));
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.stalled_ticks = 0;
+    }
+
     pub(crate) fn become_probe(&mut self, next_index: Index) {
         self.state = ProgressState::Probe;
+        self.snapshot = None;
         self.next_index = next_index.max(self.match_index + 1);
         self.probe_sent = false;
         self.inflight.clear();
@@ -123,6 +144,7 @@ impl Progress {
 
     fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
+        self.snapshot = None;
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflight.clear();

@@ -123,26 +123,24 @@ pub fn log_entries(node: &Node) -> Vec<Entry> {
 #[derive(Clone, Debug)]
 pub struct Disk {
     pub hard_state: HardState,
+    /// Entries after `snapshot.index`, contiguous.
     pub entries: Vec<Entry>,
-    pub membership: Membership,
+    pub snapshot: SnapshotMeta,
 }
 
 impl Disk {
     pub fn from_restored(r: &Restored) -> Disk {
-        Disk {
-            hard_state: r.hard_state,
-            entries: r.entries.clone(),
-            membership: r.snapshot.membership.clone(),
-        }
+        Disk { hard_state: r.hard_state, entries: r.entries.clone(), snapshot: r.snapshot.clone() }
     }
 
     pub fn apply(&mut self, p: &Persist) {
+        let base = self.snapshot.index;
         if let Some(from) = p.truncate_from {
-            assert!(from >= 1, "truncation at index 0");
-            self.entries.truncate((from - 1) as usize);
+            assert!(from > base, "truncation into the snapshot");
+            self.entries.truncate((from - base - 1) as usize);
         }
         for e in &p.entries {
-            assert_eq!(e.index, self.entries.len() as Index + 1, "persisted entries not contiguous");
+            assert_eq!(e.index, base + self.entries.len() as Index + 1, "persisted entries not contiguous");
             self.entries.push(e.clone());
         }
         if let Some(hs) = p.hard_state {
@@ -150,11 +148,27 @@ impl Disk {
         }
     }
 
+    /// A snapshot saved by the driver: entries after it are kept if the log
+    /// matches it there, otherwise the whole log goes (paper figure 13).
+    pub fn save_snapshot(&mut self, meta: &SnapshotMeta) {
+        if meta.index <= self.snapshot.index {
+            return;
+        }
+        let at = (meta.index - self.snapshot.index) as usize;
+        let matches = self.entries.get(at.wrapping_sub(1)).is_some_and(|e| e.term == meta.term);
+        if matches {
+            self.entries.drain(..at);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = meta.clone();
+    }
+
     /// What a restart reads back: the durable state and nothing else.
     pub fn restored(&self) -> Restored {
         Restored {
             hard_state: self.hard_state,
-            snapshot: SnapshotMeta { index: 0, term: 0, membership: self.membership.clone() },
+            snapshot: self.snapshot.clone(),
             entries: self.entries.clone(),
         }
     }
@@ -254,6 +268,9 @@ impl Net {
                     }
                 }
                 Action::Apply(entries) => self.applied.entry(id).or_default().extend(entries.iter().cloned()),
+                Action::RestoreSnapshot { meta } => {
+                    self.disks.get_mut(&id).expect("known node").save_snapshot(meta)
+                }
                 _ => {}
             }
         }
