@@ -1091,6 +1091,7 @@ impl Node {
                 }
                 self.truncate_from(at);
             }
+            self.pending.entries.reserve(entries.len() - k);
             for e in entries.drain(k..) {
                 self.append_entry(e);
             }
@@ -1198,6 +1199,7 @@ impl Node {
             return;
         }
         let first_index = self.log.last_index() + 1;
+        self.pending.entries.reserve(commands.len());
         for c in commands {
             self.append_local(Payload::Command(c));
         }

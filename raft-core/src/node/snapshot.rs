@@ -49,6 +49,9 @@ impl Node {
 
     /// The configuration in force at `index` (at least the log boundary).
     fn membership_at(&self, index: Index) -> Membership {
+        if index >= self.membership_index {
+            return self.membership.clone(); // the latest configuration covers it
+        }
         let mut i = index;
         while i > self.log.snapshot_index() {
             if let Some(Entry { payload: Payload::Membership(m), .. }) = self.log.entry(i) {
