@@ -2,6 +2,8 @@
 //! reordering, and crashes (restart from the persisted state only, possibly
 //! in the middle of executing a step's actions), among 3 and 5 nodes. The
 //! safety invariants of SCENARIOS.md section D are checked after every step.
+//! Most runs snapshot every few entries, so compaction and InstallSnapshot
+//! (chunks lost, duplicated and reordered like any message) are in the mix.
 
 mod common;
 
@@ -56,8 +58,9 @@ struct Checker {
     leaders: BTreeMap<Term, NodeId>,
     /// Every entry anyone applied, by index, with the applier's term then.
     applied: BTreeMap<Index, (Entry, Term)>,
-    /// How much of each node's `Net::applied` has been checked.
-    applied_seen: BTreeMap<NodeId, usize>,
+    /// How much of each node's `Net::applied` has been checked, per
+    /// generation of the list (it restarts on a restart or snapshot restore).
+    applied_seen: BTreeMap<NodeId, (u64, usize)>,
     /// Commit index of each node's current incarnation.
     commit: BTreeMap<NodeId, Index>,
 }
@@ -78,17 +81,21 @@ impl Checker {
             assert!(node.commit_index() >= *commit, "node {id} commit went back");
             *commit = node.commit_index();
 
-            // The persistence contract: after a step, disk == memory.
+            // The persistence contract: after a step, disk == memory (the
+            // disk's log starts after its snapshot; memory may keep a tail).
             let disk = &net.disks[&id];
             assert_eq!(disk.hard_state, node.hard_state(), "node {id} hard state not persisted");
-            assert_eq!(disk.entries, log_entries(node), "node {id} log not persisted");
+            assert!(node.first_index() <= disk.snapshot.index + 1, "node {id} compacted beyond its snapshot");
+            let in_memory = log_entries_from(node, disk.snapshot.index + 1);
+            assert_eq!(disk.entries, in_memory, "node {id} log not persisted");
         }
         self.scan_applied(net);
 
         // Leader completeness: whatever was applied by term t is in every leader of term >= t.
         for node in net.nodes.values().filter(|n| n.role() == Role::Leader) {
             for (&i, (e, t)) in &self.applied {
-                if *t <= node.term() {
+                // Compacted entries are covered by the leader's snapshot.
+                if *t <= node.term() && i >= node.first_index() {
                     assert_eq!(
                         node.entry(i),
                         Some(e),
@@ -102,7 +109,11 @@ impl Checker {
 
         // Committed entries stay on a majority of disks, whoever is down.
         for (&i, (e, _)) in &self.applied {
-            let holders = net.disks.values().filter(|d| d.entries.get(i as usize - 1) == Some(e)).count();
+            let holds = |d: &&common::Disk| {
+                let base = d.snapshot.index;
+                i <= base || d.entries.get((i - base - 1) as usize) == Some(e)
+            };
+            let holders = net.disks.values().filter(holds).count();
             assert!(holders as u64 > n / 2, "applied entry {i} only on {holders} disks");
         }
 
@@ -111,8 +122,11 @@ impl Checker {
         for (k, a) in nodes.iter().enumerate() {
             for b in &nodes[k + 1..] {
                 let common = a.last_index().min(b.last_index());
-                let Some(m) = (1..=common).rev().find(|&i| a.term_at(i) == b.term_at(i)) else { continue };
-                for i in 1..=m {
+                let first = a.first_index().max(b.first_index());
+                let Some(m) = (first..=common).rev().find(|&i| a.term_at(i) == b.term_at(i)) else {
+                    continue;
+                };
+                for i in first..=m {
                     assert_eq!(
                         a.entry(i),
                         b.entry(i),
@@ -128,9 +142,13 @@ impl Checker {
     /// State machine safety and apply order, over entries applied since the last look.
     fn scan_applied(&mut self, net: &Net) {
         for (&id, applied) in &net.applied {
-            let seen = self.applied_seen.entry(id).or_default();
+            let (base, generation) = net.applied_base.get(&id).copied().unwrap_or_default();
+            let (seen_generation, seen) = self.applied_seen.entry(id).or_default();
+            if *seen_generation != generation {
+                (*seen_generation, *seen) = (generation, 0);
+            }
             for (k, e) in applied.iter().enumerate().skip(*seen) {
-                assert_eq!(e.index, k as Index + 1, "node {id} applies out of order");
+                assert_eq!(e.index, base + k as Index + 1, "node {id} applies out of order");
                 let term = net.nodes.get(&id).map_or(0, |n| n.term());
                 let (first, _) = self.applied.entry(e.index).or_insert((e.clone(), term));
                 assert_eq!(first, e, "node {id} applied a different entry at {}", e.index);
@@ -140,7 +158,6 @@ impl Checker {
     }
 
     fn restarted(&mut self, id: NodeId) {
-        self.applied_seen.insert(id, 0);
         self.commit.insert(id, 0);
     }
 }
@@ -167,12 +184,18 @@ impl Run {
                     // defaults), half with the paper's section 5 alone.
                     pre_vote: seed.is_multiple_of(2),
                     check_quorum: seed % 4 < 2,
+                    // Three runs in four snapshot every 2..9 entries and keep
+                    // a tail of 0..2 entries; the rest never snapshot.
+                    snapshot_entries_max: if seed % 8 < 6 { 2 + (seed >> 8) % 8 } else { u64::MAX },
+                    log_tail_entries: (seed >> 16) % 3,
                     ..Config::new(id)
                 };
                 (config, Restored::new_cluster(membership(n)))
             })
             .collect();
-        Run { net: Net::from_restored(members), checker: Checker::default(), n, proposals: 0 }
+        let mut net = Net::from_restored(members);
+        net.snapshots = true;
+        Run { net, checker: Checker::default(), n, proposals: 0 }
     }
 
     fn id(&self, x: u16) -> NodeId {
@@ -298,6 +321,7 @@ proptest! {
 fn random_runs_make_progress() {
     let mut runner = TestRunner::deterministic();
     let (mut committed, mut runs_with_commits) = (0, 0);
+    let (mut compacted, mut chunks) = (0, 0);
     for _ in 0..20 {
         let (n, seed, ops) = scenario().new_tree(&mut runner).unwrap().current();
         let mut run = Run::new(n, seed);
@@ -306,7 +330,13 @@ fn random_runs_make_progress() {
         }
         committed += run.committed();
         runs_with_commits += usize::from(run.committed() > 1);
+        compacted += run.net.nodes.values().filter(|n| n.first_index() > 1).count();
+        chunks +=
+            run.net.sent.iter().filter(|m| matches!(m.body, raft_core::Body::InstallSnapshot { .. })).count();
     }
+    assert!(compacted >= 10, "only {compacted} nodes compacted their log in 20 runs");
+    assert!(chunks >= 5, "only {chunks} snapshot chunks sent in 20 runs");
+    eprintln!("20 runs: {committed} entries committed, {compacted} compacted logs, {chunks} snapshot chunks");
     assert!(runs_with_commits >= 10, "only {runs_with_commits} of 20 runs committed past the first no-op");
     assert!(committed >= 100, "only {committed} entries committed in 20 runs");
 }

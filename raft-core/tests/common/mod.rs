@@ -115,7 +115,17 @@ pub fn log_terms(node: &Node) -> Vec<Term> {
 }
 
 pub fn log_entries(node: &Node) -> Vec<Entry> {
-    (1..=node.last_index()).map(|i| node.entry(i).expect("no snapshots in these tests").clone()).collect()
+    log_entries_from(node, 1)
+}
+
+/// The entries of `node`'s log from `first` on (all in memory).
+pub fn log_entries_from(node: &Node, first: Index) -> Vec<Entry> {
+    (first..=node.last_index()).map(|i| node.entry(i).expect("entry compacted").clone()).collect()
+}
+
+/// The index a node restarted from this disk has applied through.
+pub fn restored_index(disk: &Disk) -> Index {
+    disk.snapshot.index
 }
 
 /// A node's durable state, kept the way the persistence contract says a
@@ -187,6 +197,24 @@ pub struct Net {
     pub isolated: BTreeSet<NodeId>,
     /// Every message any node sent, in order, whether delivered or not.
     pub sent: Vec<Message>,
+    /// The index each node's `applied` list starts after (its snapshot's),
+    /// and how many times the list was reset (restart or snapshot restore).
+    pub applied_base: BTreeMap<NodeId, (Index, u64)>,
+    /// Act as a snapshotting driver: save a snapshot when asked, stream
+    /// chunks of `SNAPSHOT_CHUNK` bytes, restore when told.
+    pub snapshots: bool,
+}
+
+/// Chunk size of the test driver's snapshot transfers.
+pub const SNAPSHOT_CHUNK: usize = 8;
+
+/// The test driver's snapshot bytes for `meta`: derived from it, so any node
+/// can produce the same bytes for the same snapshot.
+pub fn snapshot_bytes(meta: &SnapshotMeta) -> Vec<u8> {
+    let mut b = meta.index.to_le_bytes().to_vec();
+    b.extend_from_slice(&meta.term.to_le_bytes());
+    b.extend_from_slice(b"state");
+    b
 }
 
 impl Net {
@@ -234,6 +262,8 @@ impl Net {
             applied: BTreeMap::new(),
             isolated: BTreeSet::new(),
             sent: Vec::new(),
+            applied_base: BTreeMap::new(),
+            snapshots: false,
         };
         for (config, restored) in members {
             let id = config.id;
@@ -241,6 +271,7 @@ impl Net {
             net.nodes.insert(id, Node::new(config.clone(), restored).expect("valid node"));
             net.configs.insert(id, config);
             net.applied.insert(id, Vec::new());
+            net.applied_base.insert(id, (restored_index(&net.disks[&id]), 0));
         }
         net
     }
@@ -269,7 +300,34 @@ impl Net {
                 }
                 Action::Apply(entries) => self.applied.entry(id).or_default().extend(entries.iter().cloned()),
                 Action::RestoreSnapshot { meta } => {
-                    self.disks.get_mut(&id).expect("known node").save_snapshot(meta)
+                    self.disks.get_mut(&id).expect("known node").save_snapshot(meta);
+                    self.reset_applied(id, meta.index);
+                }
+                Action::SnapshotNeeded { meta } if self.snapshots => {
+                    self.disks.get_mut(&id).expect("known node").save_snapshot(meta);
+                    let more = self
+                        .nodes
+                        .get_mut(&id)
+                        .expect("known node")
+                        .step(Input::SnapshotTaken { index: meta.index });
+                    self.execute(id, &more);
+                }
+                Action::SendSnapshotChunk { to, term, meta, offset } if self.snapshots => {
+                    let data = snapshot_bytes(meta);
+                    let start = (*offset as usize).min(data.len());
+                    let end = (start + SNAPSHOT_CHUNK).min(data.len());
+                    let body = Body::InstallSnapshot {
+                        meta: meta.clone(),
+                        offset: *offset,
+                        data: Bytes::copy_from_slice(&data[start..end]),
+                        done: end == data.len(),
+                        checksum: raft_core::crc32c(0, &data),
+                    };
+                    let m = Message { from: id, to: *to, term: *term, body };
+                    self.sent.push(m.clone());
+                    if !self.isolated.contains(&m.from) && !self.isolated.contains(&m.to) {
+                        self.queue.push_back(m);
+                    }
                 }
                 _ => {}
             }
@@ -281,7 +339,13 @@ impl Net {
         let restored = self.disks[&id].restored();
         let node = Node::new(self.configs[&id].clone(), restored).expect("disk state restores");
         self.nodes.insert(id, node);
+        self.reset_applied(id, restored_index(&self.disks[&id]));
+    }
+
+    fn reset_applied(&mut self, id: NodeId, base: Index) {
         self.applied.insert(id, Vec::new());
+        let generation = self.applied_base.get(&id).map_or(0, |b| b.1) + 1;
+        self.applied_base.insert(id, (base, generation));
     }
 
     pub fn tick(&mut self, id: NodeId) -> Vec<Action> {
