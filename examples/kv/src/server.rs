@@ -606,11 +606,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
     let _ = writeln!(
         out,
-        "# HELP kv_writes_total Client writes (PUT/DELETE) received by this node, by outcome.\n# TYPE kv_writes_total counter"
+        "# HELP kv_proposals_total Writes (PUT/DELETE) proposed through this node, by outcome.\n# TYPE kv_proposals_total counter"
     );
     if let Ok(writes) = state.metrics.writes.lock() {
         for (code, count) in writes.iter() {
-            let _ = writeln!(out, "kv_writes_total{{outcome=\"{code}\"}} {count}");
+            let _ = writeln!(out, "kv_proposals_total{{outcome=\"{code}\"}} {count}");
         }
     }
     let _ = writeln!(

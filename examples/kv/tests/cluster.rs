@@ -291,7 +291,7 @@ async fn kv_api_answers_on_every_node() {
     let metrics = String::from_utf8(metrics).unwrap();
     assert_eq!(status, 200);
     for name in
-        ["raft_term ", "raft_is_leader ", "raft_commit_index ", "raft_applied_index ", "kv_writes_total{"]
+        ["raft_term ", "raft_is_leader ", "raft_commit_index ", "raft_applied_index ", "kv_proposals_total{"]
     {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
@@ -447,4 +447,36 @@ fn local_names_a_taken_port() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("port {port}")) && stderr.contains("in use"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_survivor_answers_no_leader_with_retry_after() {
+    let mut cluster = Cluster::start(3).await;
+    put_acked(&cluster, 0, "before", "v").await;
+    let leader = cluster.leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            cluster.nodes[i].kill9();
+        }
+    }
+    // Once it notices the leader is gone, it refuses at once.
+    let start = Instant::now();
+    while !cluster.status(&cluster.nodes[survivor]).await.is_some_and(|s| s["leader"].is_null()) {
+        assert!(start.elapsed() < DEADLINE, "the survivor never lost its leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!("{}/v1/kv/after", cluster.nodes[survivor].url());
+    for request in [cluster.http.put(&url).body("v"), cluster.http.get(&url)] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+        let body = json(&response.bytes().await.unwrap());
+        assert_eq!(body["error"], "no_leader", "{body}");
+    }
+    // A stale read still answers from the local copy.
+    let (status, _, body) = cluster
+        .send(cluster.http.get(format!("{}/v1/kv/before?consistency=stale", cluster.nodes[survivor].url())))
+        .await;
+    assert_eq!((status, body.as_slice()), (200, b"v".as_slice()));
 }
