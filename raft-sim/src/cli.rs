@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use raft_sim::run::plan_for;
+use raft_sim::client::ReadMode;
+use raft_sim::run::plan_for_run;
 use raft_sim::{run_seed, scenarios, FaultKinds, RunOptions, RunReport, TraceMode};
 
 #[derive(Parser, Debug)]
@@ -38,6 +39,37 @@ struct RunArgs {
     /// Test-only: leaders answer reads locally without confirming leadership.
     #[arg(long, hide = true)]
     broken_local_reads: bool,
+    /// How clients read: log, read-index, lease, each-op (each read draws
+    /// one), or mixed (the seed draws one of those four).
+    #[arg(long, default_value = "mixed", value_parser = parse_reads)]
+    reads: Reads,
+    /// Clock drift bound in permille (default: drawn from the seed, at most
+    /// 150, the bound lease reads tolerate).
+    #[arg(long)]
+    clock_drift_permille: Option<u32>,
+    /// Adversarial clocks (the leader slowest, everyone else fastest), or
+    /// fixed per-node rates (default: drawn from the seed).
+    #[arg(long)]
+    clock_adversarial: Option<bool>,
+    /// A client retries after this long without an answer (logical ms).
+    #[arg(long, default_value_t = 500)]
+    client_timeout_ms: u64,
+    /// Clients issue reads only (read throughput measurements).
+    #[arg(long)]
+    read_only: bool,
+    /// Override raft-core's lease_drift_ticks (negative tests).
+    #[arg(long)]
+    lease_drift_ticks: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Reads(Option<ReadMode>);
+
+fn parse_reads(s: &str) -> Result<Reads, String> {
+    if s == "mixed" {
+        return Ok(Reads(None));
+    }
+    s.parse().map(|m| Reads(Some(m)))
 }
 
 impl RunArgs {
@@ -49,6 +81,12 @@ impl RunArgs {
             liveness_ms: self.liveness_ms,
             clients: self.clients,
             broken_local_reads: self.broken_local_reads,
+            reads: self.reads.0,
+            clock_drift_permille: self.clock_drift_permille,
+            lease_drift_ticks: self.lease_drift_ticks,
+            clock_adversarial: self.clock_adversarial,
+            client_timeout_ms: self.client_timeout_ms,
+            read_only: self.read_only,
             ..RunOptions::default()
         }
     }
@@ -109,8 +147,15 @@ fn run(seeds: Range<u64>, jobs: Option<usize>, args: &RunArgs) -> ExitCode {
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let total = seeds.end - seeds.start;
     println!(
-        "raft-sim run: seeds {}..{} nodes={} faults={:?} safety={}ms liveness<={}ms clients={} jobs={jobs}",
-        seeds.start, seeds.end, opts.nodes, args.faults, opts.safety_ms, opts.liveness_ms, opts.clients
+        "raft-sim run: seeds {}..{} nodes={} faults={:?} reads={} safety={}ms liveness<={}ms clients={} jobs={jobs}",
+        seeds.start,
+        seeds.end,
+        opts.nodes,
+        args.faults,
+        opts.reads.map_or("mixed (per seed)".to_string(), |r| r.to_string()),
+        opts.safety_ms,
+        opts.liveness_ms,
+        opts.clients
     );
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -177,20 +222,28 @@ fn run(seeds: Range<u64>, jobs: Option<usize>, args: &RunArgs) -> ExitCode {
 fn replay(seed: u64, trace: bool, args: &RunArgs) -> ExitCode {
     let mut opts = args.options();
     opts.trace = if trace { TraceMode::Print } else { TraceMode::Off };
-    println!("seed {seed}: {} nodes; {}", opts.nodes, plan_for(seed, opts.faults));
+    println!("seed {seed}: {} nodes; {}", opts.nodes, plan_for_run(seed, &opts));
     let start = Instant::now();
     let r = run_seed(seed, &opts);
     let wall = start.elapsed().as_secs_f64();
     println!(
-        "events={} messages={} ops={} unknown={} crashes={} end={}ms trace-hash={:016x} ({:.0} events/s)",
+        "events={} messages={} ops={} (reads without the log: {}) unknown={} crashes={} end={}ms trace-hash={:016x} ({:.0} events/s)",
         r.stats.events,
         r.stats.messages,
         r.ops_checked,
+        r.stats.reads_local,
         r.stats.ops_unknown,
         r.stats.crashes,
         r.end_ms,
         r.trace_hash,
         r.stats.events as f64 / wall
+    );
+    let ops = r.ops_checked.max(1) as f64;
+    println!(
+        "throughput: {:.0} ops per simulated second of the safety phase; per op {:.2} messages, {:.3} log entries",
+        r.ops_checked as f64 * 1000.0 / opts.safety_ms as f64,
+        r.stats.messages as f64 / ops,
+        r.stats.entries_applied as f64 / ops
     );
     match &r.violation {
         None => {

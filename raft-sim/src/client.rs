@@ -4,6 +4,8 @@
 //! timeouts.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use raft_core::NodeId;
 use rand::Rng;
@@ -12,6 +14,66 @@ use rand_chacha::ChaCha8Rng;
 use crate::event::Time;
 use crate::kv::{Command, Op, Output};
 use crate::linearizability::{Operation, RegOp};
+
+/// How one read is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadVia {
+    /// A read command proposed through the log and answered when it applies.
+    Log,
+    /// `Input::Read` with `ReadPolicy::Linearizable` (ReadIndex, dissertation
+    /// 6.4): answered from the local state machine once the node applied the
+    /// confirmed read index.
+    ReadIndex,
+    /// `Input::Read` with `ReadPolicy::Lease` (dissertation 6.4.1).
+    Lease,
+}
+
+/// How a run's clients read (the CLI's `--reads`; `mixed` draws one from
+/// the seed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Every read goes through the log.
+    Log,
+    /// Every read is a ReadIndex read.
+    ReadIndex,
+    /// Every read is a lease read.
+    Lease,
+    /// Each read draws log, read-index or lease.
+    EachOp,
+}
+
+impl ReadMode {
+    /// Whether some reads rely on leases (and so on bounded clock drift).
+    pub fn uses_lease(self) -> bool {
+        matches!(self, ReadMode::Lease | ReadMode::EachOp)
+    }
+}
+
+impl fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadMode::Log => "log",
+            ReadMode::ReadIndex => "read-index",
+            ReadMode::Lease => "lease",
+            ReadMode::EachOp => "each-op",
+        })
+    }
+}
+
+impl FromStr for ReadMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "log" => Ok(ReadMode::Log),
+            "read-index" | "readindex" => Ok(ReadMode::ReadIndex),
+            "lease" => Ok(ReadMode::Lease),
+            "each-op" => Ok(ReadMode::EachOp),
+            other => {
+                Err(format!("unknown read mode {other:?}: use log, read-index, lease, each-op or mixed"))
+            }
+        }
+    }
+}
 
 /// An operation in flight.
 #[derive(Clone, Debug)]
@@ -26,6 +88,8 @@ pub struct Pending {
     pub attempt: u32,
     /// Timeouts so far.
     pub timeouts: u32,
+    /// How a read is served (`Log` for writes).
+    pub via: ReadVia,
 }
 
 /// What a node answers.
@@ -66,13 +130,22 @@ impl Client {
         }
     }
 
-    /// Starts a random operation on one of `keys` keys.
-    pub fn start(&mut self, now: Time, keys: u8, rng: &mut ChaCha8Rng) -> Command {
+    /// Starts a random operation on one of `keys` keys; a read is served
+    /// as `mode` says. `read_only`: every operation is a read.
+    pub fn start(
+        &mut self,
+        now: Time,
+        keys: u8,
+        mode: ReadMode,
+        read_only: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> Command {
         self.serial += 1;
         let key = rng.gen_range(0..keys);
         // Unique per write: the linearizability check relies on it.
         let value = (u64::from(self.id) << 40) | self.serial;
-        let (op, expect_value) = match rng.gen_range(0..10) {
+        let kind = if read_only { 0 } else { rng.gen_range(0..10) };
+        let (op, expect_value) = match kind {
             0..=3 => (Op::Read, 0),
             4..=6 => (Op::Write(value), 0),
             _ => {
@@ -80,8 +153,16 @@ impl Client {
                 (Op::Cas { expect_mod: m, new: value }, v)
             }
         };
+        let via = match (op, mode) {
+            (Op::Read, ReadMode::ReadIndex) => ReadVia::ReadIndex,
+            (Op::Read, ReadMode::Lease) => ReadVia::Lease,
+            (Op::Read, ReadMode::EachOp) => {
+                [ReadVia::Log, ReadVia::ReadIndex, ReadVia::Lease][rng.gen_range(0..3)]
+            }
+            _ => ReadVia::Log,
+        };
         let cmd = Command { client: self.id, serial: self.serial, key, op };
-        self.pending = Some(Pending { cmd, expect_value, call: now, attempt: 0, timeouts: 0 });
+        self.pending = Some(Pending { cmd, expect_value, call: now, attempt: 0, timeouts: 0, via });
         cmd
     }
 

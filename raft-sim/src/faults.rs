@@ -7,6 +7,7 @@ use std::str::FromStr;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::client::ReadMode;
 use crate::event::Time;
 use crate::network::NetConfig;
 
@@ -80,7 +81,27 @@ pub struct FaultPlan {
     /// Nodes run with PreVote and CheckQuorum (raft-core's defaults); when
     /// false, with the paper's section 5 elections alone.
     pub pre_vote_check_quorum: bool,
+    /// How clients read (forced with the CLI's `--reads`).
+    pub reads: ReadMode,
+    /// Clock drift: node i ticks every `tick_ms * (1 + d_i / 1000)` with
+    /// `d_i` drawn from `0..=clock_drift_permille`. Lease reads stay correct
+    /// while it is at most [`CLOCK_DRIFT_BOUND_PERMILLE`].
+    pub clock_drift_permille: u32,
+    /// Adversarial clocks: instead of a fixed rate per node, whoever leads
+    /// runs the slowest clock the bound allows and everyone else the fastest
+    /// (the worst case for leases).
+    pub clock_adversarial: bool,
 }
+
+/// The clock drift bound lease reads tolerate with raft-core's default
+/// timing (`election_ticks_min` 15, `lease_drift_ticks` 3). A lease runs
+/// `min - drift` leader ticks from the start of a confirmed round; a follower
+/// that acknowledged the round ignores votes for `min` of its own ticks, of
+/// which at least `min - 1` whole intervals elapse. With tick intervals `L`
+/// (leader) and `F` (follower) the lease is safe while
+/// `(min - drift) * L <= (min - 1) * F`, i.e. `L / F <= 14 / 12`: a leader
+/// tick up to 16.7% longer than a follower's. 150 permille stays inside.
+pub const CLOCK_DRIFT_BOUND_PERMILLE: u32 = 150;
 
 impl FaultPlan {
     /// Draws a plan from `rng`, restricted to `kinds`. Each enabled family is
@@ -108,6 +129,11 @@ impl FaultPlan {
         let disk_latency_max_ms = if kinds.disk && rng.gen_bool(0.5) { rng.gen_range(1..=10) } else { 0 };
         let down_max_ms = [50, 500, 1500][rng.gen_range(0..3)];
         let pre_vote_check_quorum = rng.gen_bool(0.75);
+        // Drawn last, so that the draws above do not depend on them.
+        let reads =
+            [ReadMode::Log, ReadMode::ReadIndex, ReadMode::Lease, ReadMode::EachOp][rng.gen_range(0..4)];
+        let clock_drift_permille = [0, 50, 100, CLOCK_DRIFT_BOUND_PERMILLE][rng.gen_range(0..4)];
+        let clock_adversarial = rng.gen_bool(0.5);
         FaultPlan {
             net,
             partition_every_ms,
@@ -116,6 +142,9 @@ impl FaultPlan {
             disk_latency_max_ms,
             down_max_ms,
             pre_vote_check_quorum,
+            reads,
+            clock_drift_permille,
+            clock_adversarial,
         }
     }
 
@@ -129,6 +158,9 @@ impl FaultPlan {
             disk_latency_max_ms: 0,
             down_max_ms: 1500,
             pre_vote_check_quorum: true,
+            reads: ReadMode::Log,
+            clock_drift_permille: 0,
+            clock_adversarial: false,
         }
     }
 }
@@ -138,14 +170,21 @@ impl fmt::Display for FaultPlan {
         let show = |o: Option<Time>| o.map_or("off".to_string(), |t| format!("~{t}ms"));
         write!(
             f,
-            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms elections={}",
+            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms elections={} reads={} clock-drift<={}{}",
             self.net,
             show(self.partition_every_ms),
             show(self.crash_every_ms),
             self.down_max_ms,
             show(self.pause_every_ms),
             self.disk_latency_max_ms,
-            if self.pre_vote_check_quorum { "prevote+checkquorum" } else { "classic" }
+            if self.pre_vote_check_quorum { "prevote+checkquorum" } else { "classic" },
+            self.reads,
+            if self.clock_drift_permille == 0 {
+                "0".to_string()
+            } else {
+                format!("{}.{}%", self.clock_drift_permille / 10, self.clock_drift_permille % 10)
+            },
+            if self.clock_adversarial && self.clock_drift_permille > 0 { " (leader slowest)" } else { "" }
         )
     }
 }

@@ -4,10 +4,11 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{Property, Violation};
+use crate::client::ReadMode;
 use crate::event::Time;
 use crate::faults::{FaultKinds, FaultPlan};
 use crate::linearizability::{check_history, LinResult};
@@ -37,6 +38,18 @@ pub struct RunOptions {
     pub lin_budget: u64,
     /// Use this plan instead of drawing one from the seed.
     pub plan: Option<FaultPlan>,
+    /// How clients read; `None` (the CLI's `mixed`): drawn from the seed.
+    pub reads: Option<ReadMode>,
+    /// Clients issue reads only.
+    pub read_only: bool,
+    /// Override raft-core's `lease_drift_ticks` (negative tests).
+    pub lease_drift_ticks: Option<u32>,
+    /// Override the plan's clock drift bound (permille).
+    pub clock_drift_permille: Option<u32>,
+    /// Override the plan's adversarial-clock choice.
+    pub clock_adversarial: Option<bool>,
+    /// A client retries after this long without an answer.
+    pub client_timeout_ms: Time,
 }
 
 impl Default for RunOptions {
@@ -52,6 +65,12 @@ impl Default for RunOptions {
             trace: TraceMode::Off,
             lin_budget: 2_000_000,
             plan: None,
+            reads: None,
+            read_only: false,
+            lease_drift_ticks: None,
+            clock_drift_permille: None,
+            clock_adversarial: None,
+            client_timeout_ms: 500,
         }
     }
 }
@@ -106,12 +125,43 @@ pub fn plan_for(seed: u64, kinds: FaultKinds) -> FaultPlan {
     FaultPlan::from_rng(&mut rng, kinds)
 }
 
+/// The plan a run of `seed` with `opts` uses: `opts.plan` or the seed's,
+/// with the read mode `opts.reads` forces.
+pub fn plan_for_run(seed: u64, opts: &RunOptions) -> FaultPlan {
+    let mut plan = opts.plan.clone().unwrap_or_else(|| plan_for(seed, opts.faults));
+    if let Some(reads) = opts.reads {
+        plan.reads = reads;
+    }
+    if let Some(d) = opts.clock_drift_permille {
+        plan.clock_drift_permille = d;
+    }
+    if let Some(a) = opts.clock_adversarial {
+        plan.clock_adversarial = a;
+    }
+    plan
+}
+
+/// Each node's clock drift (permille) for a plan allowing up to `max`.
+pub fn clock_drifts(seed: u64, nodes: usize, max: u32) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc10c_d21f_0000_0000);
+    (0..nodes).map(|_| rng.gen_range(0..=max)).collect()
+}
+
 fn run_once(seed: u64, opts: &RunOptions, trace: TraceMode) -> (Sim, FaultPlan) {
-    let plan = opts.plan.clone().unwrap_or_else(|| plan_for(seed, opts.faults));
+    let plan = plan_for_run(seed, opts);
     let mut so = SimOptions::new(seed, opts.nodes);
     so.plan = plan.clone();
     so.config.pre_vote = plan.pre_vote_check_quorum;
     so.config.check_quorum = plan.pre_vote_check_quorum;
+    if let Some(d) = opts.lease_drift_ticks {
+        so.config.lease_drift_ticks = d;
+    }
+    so.reads = plan.reads;
+    so.read_only = opts.read_only;
+    so.client_timeout_ms = opts.client_timeout_ms;
+    so.catch_up_ticks = plan.reads.uses_lease();
+    so.tick_drift_permille = clock_drifts(seed, opts.nodes, plan.clock_drift_permille);
+    so.leader_slow_permille = plan.clock_adversarial.then_some(plan.clock_drift_permille);
     so.clients = opts.clients;
     so.keys = opts.keys;
     so.broken_local_reads = opts.broken_local_reads;
@@ -161,6 +211,24 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
     }
     if opts.broken_local_reads {
         replay.push_str(" --broken-local-reads");
+    }
+    if let Some(reads) = opts.reads {
+        replay.push_str(&format!(" --reads {reads}"));
+    }
+    if let Some(d) = opts.clock_drift_permille {
+        replay.push_str(&format!(" --clock-drift-permille {d}"));
+    }
+    if opts.read_only {
+        replay.push_str(" --read-only");
+    }
+    if opts.client_timeout_ms != defaults.client_timeout_ms {
+        replay.push_str(&format!(" --client-timeout-ms {}", opts.client_timeout_ms));
+    }
+    if let Some(a) = opts.clock_adversarial {
+        replay.push_str(&format!(" --clock-adversarial {a}"));
+    }
+    if let Some(d) = opts.lease_drift_ticks {
+        replay.push_str(&format!(" --lease-drift-ticks {d}"));
     }
     replay.push_str(" --trace");
     RunReport {

@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use raft_core::{
     Action, Body, Config, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload,
-    ProposeError, Restored, Role, Term,
+    ProposeError, ReadError, ReadId, ReadPolicy, Restored, Role, Term,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::checker::{Checker, Property, Violation};
-use crate::client::{Client, Reply};
+use crate::client::{Client, ReadMode, ReadVia, Reply};
 use crate::disk::Disk;
 use crate::event::{EventQueue, Time};
 use crate::faults::FaultPlan;
@@ -54,6 +54,21 @@ pub struct SimOptions {
     /// Test-only: a leader answers reads from its local state machine
     /// without confirming it still leads (a deliberately broken rule).
     pub broken_local_reads: bool,
+    /// How clients read.
+    pub reads: ReadMode,
+    /// Clients issue reads only (throughput measurements).
+    pub read_only: bool,
+    /// Per node (index 0 is node 1): its tick interval is
+    /// `tick_ms * (1 + d / 1000)`. Empty or short: no drift.
+    pub tick_drift_permille: Vec<u32>,
+    /// Adversarial clocks: a leader ticks every `tick_ms * (1 + d / 1000)`,
+    /// everyone else every `tick_ms` (overrides `tick_drift_permille`).
+    pub leader_slow_permille: Option<u32>,
+    /// A resumed node first gets the ticks it missed while paused, as a
+    /// driver reading a monotonic clock would, before it handles anything
+    /// that arrived meanwhile (lease reads rely on it: a paused leader's
+    /// clock must not stop).
+    pub catch_up_ticks: bool,
     /// Trace lines wanted.
     pub trace: TraceMode,
 }
@@ -74,6 +89,11 @@ impl SimOptions {
             client_timeout_ms: 500,
             client_give_up_after: 3,
             broken_local_reads: false,
+            reads: ReadMode::Log,
+            read_only: false,
+            tick_drift_permille: Vec::new(),
+            leader_slow_permille: None,
+            catch_up_ticks: false,
             trace: TraceMode::Off,
         }
     }
@@ -124,7 +144,7 @@ enum Event {
     Tick { node: usize, generation: u32 },
     Deliver(Message),
     DiskSync { node: usize, life: u32 },
-    Request { node: usize, client: usize, cmd: Command },
+    Request { node: usize, client: usize, cmd: Command, via: ReadVia },
     Reply { client: usize, serial: u64, reply: Reply },
     ClientNext { client: usize },
     ClientRetry { client: usize, serial: u64, attempt: u32 },
@@ -154,6 +174,48 @@ pub struct SimNode {
     /// Client requests waiting for their entry to apply: index -> (client, serial, term).
     waiting: BTreeMap<Index, (usize, u64, Term)>,
     applied: Index,
+    /// Reads given to raft-core (`Input::Read`), by read id.
+    reads: BTreeMap<ReadId, PendingRead>,
+    /// Tick interval in microseconds (clock drift), and the carried remainder.
+    tick_us: u64,
+    tick_carry_us: u64,
+    /// When it was paused.
+    paused_at: Time,
+}
+
+/// Who asked for a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadOwner {
+    Client { client: usize, serial: u64 },
+    Script,
+}
+
+/// A read handed to raft-core, waiting for `ReadReady` and then for the
+/// state machine to reach the read index.
+#[derive(Clone, Copy, Debug)]
+struct PendingRead {
+    owner: ReadOwner,
+    key: u8,
+    /// Set by `ReadReady`: answer once `applied >= index`.
+    ready_at: Option<Index>,
+}
+
+/// What became of a scripted read ([`Sim::read`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// No answer yet (not confirmed, or confirmed but not applied yet).
+    Pending,
+    /// Confirmed at read index `index` and read from the node's state machine.
+    Value {
+        /// The value read.
+        value: u64,
+        /// Its modify index.
+        mod_index: Index,
+        /// The read index raft-core confirmed.
+        index: Index,
+    },
+    /// raft-core refused it.
+    Failed(ReadError),
 }
 
 impl SimNode {
@@ -194,6 +256,11 @@ pub struct Stats {
     pub ops_unknown: u64,
     /// Crashes injected.
     pub crashes: u64,
+    /// Reads answered through ReadIndex or a lease (not the log).
+    pub reads_local: u64,
+    /// Log entries carrying a client command, counted when they first apply
+    /// anywhere.
+    pub entries_applied: u64,
 }
 
 /// A simulated cluster.
@@ -215,6 +282,10 @@ pub struct Sim {
     stats: Stats,
     phase: Phase,
     liveness_deadline: Time,
+    next_read: ReadId,
+    read_results: BTreeMap<ReadId, ReadOutcome>,
+    /// Highest index applied anywhere (for `entries_applied`).
+    applied_max: Index,
 }
 
 fn membership_of(n: usize) -> Membership {
@@ -247,6 +318,11 @@ impl Sim {
                 held: Vec::new(),
                 waiting: BTreeMap::new(),
                 applied: r.snapshot.index,
+                reads: BTreeMap::new(),
+                tick_us: opts.tick_ms
+                    * (1000 + u64::from(opts.tick_drift_permille.get(i).copied().unwrap_or(0))),
+                tick_carry_us: 0,
+                paused_at: 0,
             })
             .collect();
         let disks: Vec<&Disk> = nodes.iter().map(|s| &s.disk).collect();
@@ -284,6 +360,9 @@ impl Sim {
             stats: Stats::default(),
             phase: Phase::Safety,
             liveness_deadline: Time::MAX,
+            next_read: 0,
+            read_results: BTreeMap::new(),
+            applied_max: 0,
             opts,
         };
         for i in 0..n {
@@ -376,7 +455,21 @@ impl Sim {
         if fresh {
             sn.tick_generation += 1;
         }
-        let delay = if fresh { self.rng.gen_range(1..=self.opts.tick_ms) } else { self.opts.tick_ms };
+        let delay = if fresh {
+            sn.tick_carry_us = 0;
+            self.rng.gen_range(1..=self.opts.tick_ms)
+        } else {
+            let tick_us = match self.opts.leader_slow_permille {
+                Some(d) if sn.node.as_ref().is_some_and(|n| n.role() == Role::Leader) => {
+                    self.opts.tick_ms * (1000 + u64::from(d))
+                }
+                Some(_) => self.opts.tick_ms * 1000,
+                None => sn.tick_us,
+            };
+            let us = sn.tick_carry_us + tick_us;
+            sn.tick_carry_us = us % 1000;
+            us / 1000
+        };
         let generation = sn.tick_generation;
         self.queue.push(self.now + delay, Event::Tick { node: i, generation });
     }
@@ -396,6 +489,7 @@ impl Sim {
         sn.syncing = None;
         sn.held.clear();
         sn.waiting.clear();
+        sn.reads.clear();
         self.stats.crashes += 1;
         self.trace.record(self.now, 0xc0 ^ id, || format!("crash {id}"));
     }
@@ -419,6 +513,7 @@ impl Sim {
         }
         self.nodes[i].state = NodeState::Paused;
         self.nodes[i].tick_generation += 1;
+        self.nodes[i].paused_at = self.now;
         self.trace.record(self.now, 0xc2 ^ id, || format!("pause {id}"));
     }
 
@@ -430,6 +525,12 @@ impl Sim {
         }
         self.nodes[i].state = NodeState::Up;
         self.trace.record(self.now, 0xc3 ^ id, || format!("resume {id}"));
+        if self.opts.catch_up_ticks {
+            let missed = (self.now - self.nodes[i].paused_at) * 1000 / self.nodes[i].tick_us;
+            for _ in 0..missed {
+                self.step(i, Input::Tick, None);
+            }
+        }
         for e in std::mem::take(&mut self.nodes[i].held) {
             self.queue.push(self.now, e);
         }
@@ -544,6 +645,13 @@ impl Sim {
                 Action::Send(m) => self.send(m),
                 Action::Apply(entries) => self.apply(i, entries),
                 Action::ProposalLost(lost) => self.lost(i, lost),
+                Action::ReadReady { id, index } => {
+                    if let Some(r) = self.nodes[i].reads.get_mut(&id) {
+                        r.ready_at = Some(index);
+                        self.serve_reads(i);
+                    }
+                }
+                Action::ReadFailed { id, error } => self.read_failed(i, id, error),
                 _ => {}
             }
         }
@@ -581,6 +689,12 @@ impl Sim {
             }
             let sn = &mut self.nodes[i];
             sn.applied = e.index;
+            if e.index > self.applied_max {
+                self.applied_max = e.index;
+                if matches!(e.payload, Payload::Command(_)) {
+                    self.stats.entries_applied += 1;
+                }
+            }
             let output = match &e.payload {
                 Payload::Command(bytes) => Command::decode(bytes).and_then(|c| sn.kv.apply(e.index, &c)),
                 _ => None,
@@ -592,6 +706,62 @@ impl Sim {
             };
             self.reply(client, serial, reply);
         }
+        self.serve_reads(i);
+    }
+
+    /// Answers the confirmed reads of node `i` whose read index it applied,
+    /// from its local state machine.
+    fn serve_reads(&mut self, i: usize) {
+        let sn = &mut self.nodes[i];
+        let applied = sn.applied;
+        let ready: Vec<ReadId> = sn
+            .reads
+            .iter()
+            .filter(|(_, r)| r.ready_at.is_some_and(|at| at <= applied))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ready {
+            let sn = &mut self.nodes[i];
+            let Some(r) = sn.reads.remove(&id) else { continue };
+            let (value, mod_index) = sn.kv.get(r.key);
+            let index = r.ready_at.unwrap_or(0);
+            self.trace.record(self.now, 0x13 ^ id, || {
+                format!("{} read {id} (key {}, index {index}, applied {applied}) = {value}", i + 1, r.key)
+            });
+            match r.owner {
+                ReadOwner::Client { client, serial } => {
+                    self.stats.reads_local += 1;
+                    self.reply(client, serial, Reply::Done(Output::Read { value, mod_index }));
+                }
+                ReadOwner::Script => {
+                    self.read_results.insert(id, ReadOutcome::Value { value, mod_index, index });
+                }
+            }
+        }
+    }
+
+    fn read_failed(&mut self, i: usize, id: ReadId, error: ReadError) {
+        let Some(r) = self.nodes[i].reads.remove(&id) else { return };
+        self.trace.record(self.now, 0x14 ^ id, || format!("{} read {id} failed: {error}", i + 1));
+        match r.owner {
+            ReadOwner::Client { client, serial } => {
+                let me = self.nodes[i].id;
+                let hint = self.nodes[i].node.as_ref().and_then(|n| n.leader()).filter(|&l| l != me);
+                self.reply(client, serial, Reply::NotLeader(hint));
+            }
+            ReadOwner::Script => {
+                self.read_results.insert(id, ReadOutcome::Failed(error));
+            }
+        }
+    }
+
+    /// Hands a read of `key` to node `i`'s raft-core (`Input::Read`).
+    fn start_read(&mut self, i: usize, owner: ReadOwner, key: u8, policy: ReadPolicy) -> ReadId {
+        self.next_read += 1;
+        let id = self.next_read;
+        self.nodes[i].reads.insert(id, PendingRead { owner, key, ready_at: None });
+        self.step(i, Input::Read { id, policy }, None);
+        id
     }
 
     fn lost(&mut self, i: usize, lost: Lost) {
@@ -685,16 +855,16 @@ impl Sim {
                 }
                 self.drain(node);
             }
-            Event::Request { node, client, cmd } => {
+            Event::Request { node, client, cmd, via } => {
                 let Some(Event::Request { cmd, .. }) =
-                    self.hold_if_paused(node, Event::Request { node, client, cmd })
+                    self.hold_if_paused(node, Event::Request { node, client, cmd, via })
                 else {
                     return;
                 };
                 self.trace.record(self.now, 0x11 ^ cmd.serial, || {
-                    format!("client {} -> {}: {cmd:?}", client + 1, node + 1)
+                    format!("client {} -> {}: {cmd:?} via {via:?}", client + 1, node + 1)
                 });
-                self.on_request(node, client, cmd);
+                self.on_request(node, client, cmd, via);
             }
             Event::Reply { client, serial, reply } => self.on_reply(client, serial, reply),
             Event::ClientNext { client } => self.client_next(client),
@@ -727,7 +897,8 @@ impl Sim {
         if self.phase != Phase::Safety || self.clients[client].pending.is_some() {
             return;
         }
-        self.clients[client].start(self.now, self.opts.keys, &mut self.rng);
+        let (keys, reads, read_only) = (self.opts.keys, self.opts.reads, self.opts.read_only);
+        self.clients[client].start(self.now, keys, reads, read_only, &mut self.rng);
         self.send_request(client);
     }
 
@@ -735,17 +906,17 @@ impl Sim {
         let c = &mut self.clients[client];
         let Some(p) = c.pending.as_mut() else { return };
         p.attempt += 1;
-        let (cmd, attempt) = (p.cmd, p.attempt);
+        let (cmd, attempt, via) = (p.cmd, p.attempt, p.via);
         let node = c.target() as usize - 1;
         if !self.net.lose(&mut self.rng) {
             let d = self.net.latency(&mut self.rng);
-            self.queue.push(self.now + d, Event::Request { node, client, cmd });
+            self.queue.push(self.now + d, Event::Request { node, client, cmd, via });
         }
         let timeout = self.opts.client_timeout_ms;
         self.queue.push(self.now + timeout, Event::ClientTimeout { client, serial: cmd.serial, attempt });
     }
 
-    fn on_request(&mut self, node: usize, client: usize, cmd: Command) {
+    fn on_request(&mut self, node: usize, client: usize, cmd: Command, via: ReadVia) {
         if self.opts.broken_local_reads && cmd.op == Op::Read {
             let leads = self.nodes[node].node.as_ref().is_some_and(|n| n.role() == Role::Leader);
             if leads {
@@ -754,7 +925,16 @@ impl Sim {
                 return;
             }
         }
-        self.step(node, Input::Propose(vec![cmd.encode()]), Some((client, cmd.serial)));
+        let owner = ReadOwner::Client { client, serial: cmd.serial };
+        match (cmd.op, via) {
+            (Op::Read, ReadVia::ReadIndex) => {
+                self.start_read(node, owner, cmd.key, ReadPolicy::Linearizable);
+            }
+            (Op::Read, ReadVia::Lease) => {
+                self.start_read(node, owner, cmd.key, ReadPolicy::Lease);
+            }
+            _ => self.step(node, Input::Propose(vec![cmd.encode()]), Some((client, cmd.serial))),
+        }
     }
 
     fn on_reply(&mut self, client: usize, serial: u64, reply: Reply) {
@@ -853,6 +1033,11 @@ impl Sim {
         self.trace.record(self.now, 0xe0, || "liveness phase: heal everything".to_string());
         self.heal();
         self.net.config = self.net.config.healed();
+        // Clocks run true again (drift is a fault of the safety phase).
+        self.opts.leader_slow_permille = self.opts.leader_slow_permille.map(|_| 0);
+        for sn in &mut self.nodes {
+            sn.tick_us = self.opts.tick_ms * 1000;
+        }
         for id in 1..=self.nodes.len() as NodeId {
             self.restart(id);
             self.resume(id);
@@ -1001,6 +1186,17 @@ impl Sim {
         self.scratch = acts;
         self.drain(i);
         result
+    }
+
+    /// Scripted: asks node `id` for a read of `key` (`Input::Read`); see
+    /// [`Sim::read_outcome`].
+    pub fn read(&mut self, id: NodeId, key: u8, policy: ReadPolicy) -> ReadId {
+        self.start_read(id as usize - 1, ReadOwner::Script, key, policy)
+    }
+
+    /// Scripted: what became of read `read`.
+    pub fn read_outcome(&self, read: ReadId) -> ReadOutcome {
+        self.read_results.get(&read).copied().unwrap_or(ReadOutcome::Pending)
     }
 
     /// A scripted key-value write (no client session).

@@ -3,7 +3,9 @@
 //! this crate's dev-dependencies only.
 
 use raft_core::broken::{self, BrokenRule};
-use raft_sim::{run_seed, scenarios, FaultPlan, Property, RunOptions};
+use raft_sim::client::ReadMode;
+use raft_sim::faults::CLOCK_DRIFT_BOUND_PERMILLE;
+use raft_sim::{run_seed, scenarios, FaultKinds, FaultPlan, Property, RunOptions};
 
 /// Runs seeds until one fails; returns (seed, property).
 fn hunt(rule: Option<BrokenRule>, local_reads: bool, max_seeds: u64) -> Option<(u64, Property)> {
@@ -71,6 +73,63 @@ fn local_reads_without_confirmation_are_caught() {
         matches!(found, Some((_, Property::Linearizability))),
         "stale local reads not caught in 400 seeds: {found:?}"
     );
+}
+
+#[test]
+fn read_without_confirmation_is_caught_with_read_index_reads() {
+    // raft-core's leader answers ReadIndex reads at once (no ReadConfirm
+    // round): a deposed leader in a minority serves stale values. Same
+    // hostile client settings as the lease tests, clocks true.
+    let opts = RunOptions { reads: Some(ReadMode::ReadIndex), ..lease_opts(0, None) };
+    let found = hunt_with(Some(BrokenRule::ReadWithoutConfirmation), &opts, 100);
+    assert!(
+        matches!(found, Some((_, Property::Linearizability))),
+        "ReadWithoutConfirmation not caught in 100 seeds: {found:?}"
+    );
+}
+
+/// Lease reads under adversarial clocks: whoever leads ticks slowest, the
+/// rest fastest; partitions only; many clients with short timeouts, so that
+/// writes reach a new leader while the old one still believes its lease.
+fn lease_opts(drift_permille: u32, lease_drift_ticks: Option<u32>) -> RunOptions {
+    RunOptions {
+        safety_ms: 6_000,
+        faults: FaultKinds { partition: true, ..FaultKinds::NONE },
+        clients: 8,
+        client_timeout_ms: 100,
+        reads: Some(ReadMode::Lease),
+        clock_drift_permille: Some(drift_permille),
+        clock_adversarial: Some(true),
+        lease_drift_ticks,
+        ..RunOptions::default()
+    }
+}
+
+/// Negative test (see FOUND.md, "lease reads and clock drift"): with
+/// `lease_drift_ticks = 0` and a leader clock 4x slower than its followers'
+/// (far beyond [`CLOCK_DRIFT_BOUND_PERMILLE`]), followers' vote guards end
+/// long before the leader's lease: a new leader commits writes while the
+/// old one still serves lease reads, and the checker finds the stale read.
+/// Replay: `cargo run --release -p raft-sim -- replay --seed 21 --faults
+/// partition --clients 8 --client-timeout-ms 100 --reads lease
+/// --clock-drift-permille 3000 --clock-adversarial true --lease-drift-ticks 0`
+#[test]
+fn lease_reads_beyond_the_drift_bound_are_caught() {
+    let found = hunt_with(None, &lease_opts(3_000, Some(0)), 60);
+    assert!(
+        matches!(found, Some((_, Property::Linearizability))),
+        "lease reads beyond the drift bound not caught in 60 seeds: {found:?}"
+    );
+}
+
+/// The same hostile schedule within the bound (raft-core's default
+/// `lease_drift_ticks`) stays linearizable, and so do ReadIndex reads far
+/// beyond it (they do not depend on clocks).
+#[test]
+fn lease_reads_within_the_drift_bound_pass_the_same_seeds() {
+    assert_eq!(hunt_with(None, &lease_opts(CLOCK_DRIFT_BOUND_PERMILLE, None), 30), None);
+    let read_index = RunOptions { reads: Some(ReadMode::ReadIndex), ..lease_opts(3_000, Some(0)) };
+    assert_eq!(hunt_with(None, &read_index, 30), None);
 }
 
 #[test]

@@ -6,6 +6,8 @@
 pub mod lab;
 /// Section B: the paper's figures.
 pub mod paper;
+/// Section B8: clients (exactly once, reads).
+pub mod reads;
 
 /// A scenario's outcome.
 pub type Outcome = Result<(), String>;
@@ -16,6 +18,7 @@ pub type Scenario = (&'static str, fn() -> Outcome);
 /// Every scenario, in catalog order.
 pub fn all() -> Vec<Scenario> {
     let mut v = paper::SCENARIOS.to_vec();
+    v.extend_from_slice(reads::SCENARIOS);
     v.extend_from_slice(lab::SCENARIOS);
     v
 }
