@@ -7,9 +7,10 @@
 //! appended (log matching), the committed prefix (state machine safety,
 //! leader completeness), and the leader of each term (election safety).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use raft_core::{Entry, Index, Node, NodeId, Payload, Persist, Role, Term};
+use raft_core::{Entry, Index, Membership, Node, NodeId, Payload, Persist, Role, SnapshotMeta, Term};
 
 use crate::disk::Disk;
 
@@ -38,6 +39,8 @@ pub enum Property {
     Linearizability,
     /// After healing, pending operations complete and nodes converge.
     Liveness,
+    /// Snapshots keep every node's in-memory log within a bound.
+    LogBounded,
 }
 
 /// The first broken property and what broke it.
@@ -97,6 +100,13 @@ pub struct Checker {
     committed_in: Vec<Term>,
     /// Highest index any node has applied.
     applied_max: Index,
+    /// Per index (index 1 first): hash of the state machine right after
+    /// applying it, as the first node to reach it had it (0: unknown).
+    kv_at: Vec<u64>,
+    /// Every membership entry ever appended: index -> (term, configuration).
+    configs: BTreeMap<Index, Vec<(Term, Membership)>>,
+    /// The configuration before any membership entry (from the disks).
+    initial_config: Membership,
     /// The first violation, if any.
     pub violation: Option<Violation>,
     /// Checks performed, for statistics.
@@ -107,27 +117,163 @@ impl Checker {
     /// A checker for nodes whose durable state is `disks` (node 1 first).
     pub fn new(disks: &[&Disk]) -> Self {
         let n = disks.len();
+        let base = disks.iter().map(|d| d.snapshot()).max_by_key(|m| m.index).cloned().unwrap_or_default();
         let mut c = Checker {
             majority: n / 2 + 1,
             nodes: Vec::new(),
             leaders: Vec::new(),
             appended: Vec::new(),
-            committed: Vec::new(),
-            committed_in: Vec::new(),
-            applied_max: 0,
+            committed: vec![base.term; base.index as usize],
+            committed_in: vec![base.term; base.index as usize],
+            applied_max: base.index,
+            kv_at: Vec::new(),
+            configs: BTreeMap::new(),
+            initial_config: base.membership.clone(),
             violation: None,
             checks: 0,
         };
         for disk in disks {
-            let mut log = Vec::new();
+            let mut log = c.prefix(disk.snapshot());
             for e in disk.entries() {
+                c.note_config(e);
                 let prev = log.last().copied().unwrap_or(0);
                 c.record_append(e.index as usize - 1, e.term, prev, payload_hash(&e.payload));
                 log.push(e.term);
             }
-            c.nodes.push(NodeView { log, ..NodeView::default() });
+            let (commit, applied) = (disk.snapshot().index, disk.snapshot().index);
+            c.nodes.push(NodeView { log, commit, applied, ..NodeView::default() });
         }
         c
+    }
+
+    /// Terms of indexes `1..=meta.index` as committed (a snapshot holds
+    /// committed entries only); `meta.term` where the checker never saw them.
+    fn prefix(&self, meta: &SnapshotMeta) -> Vec<Term> {
+        let k = meta.index as usize;
+        let mut log: Vec<Term> = self.committed.iter().take(k).copied().collect();
+        log.resize(k, meta.term);
+        log
+    }
+
+    fn note_config(&mut self, e: &Entry) {
+        if let Payload::Membership(m) = &e.payload {
+            let slot = self.configs.entry(e.index).or_default();
+            if !slot.iter().any(|(t, _)| *t == e.term) {
+                slot.push((e.term, (**m).clone()));
+            }
+        }
+    }
+
+    /// The configuration in force at `index` of the committed log: the
+    /// last committed membership entry at or before it.
+    pub fn committed_config_at(&self, index: Index) -> &Membership {
+        for (&i, list) in self.configs.range(..=index).rev() {
+            let Some(&t) = self.committed.get(i as usize - 1) else { continue };
+            if let Some((_, m)) = list.iter().find(|(term, _)| *term == t) {
+                return m;
+            }
+        }
+        &self.initial_config
+    }
+
+    /// The configuration of the committed log's last membership entry.
+    pub fn committed_config(&self) -> &Membership {
+        self.committed_config_at(self.committed_index())
+    }
+
+    /// Whether `holders` contain a majority of `m`'s voters (of both
+    /// majorities when joint). An empty configuration (a cluster that
+    /// started from scripted logs only) uses the checker's node count.
+    fn is_quorum(&self, m: &Membership, holders: &BTreeSet<NodeId>) -> bool {
+        if m.voters.is_empty() {
+            return holders.len() >= self.majority;
+        }
+        let majority = |voters: &BTreeMap<NodeId, String>| {
+            voters.keys().filter(|id| holders.contains(id)).count() > voters.len() / 2
+        };
+        majority(&m.voters) && m.old_voters.as_ref().is_none_or(majority)
+    }
+
+    /// Records a failure (the first one wins).
+    pub fn report(&mut self, property: Property, detail: String) {
+        self.fail(property, detail);
+    }
+
+    /// A new node (id `len + 1`) joins the simulation with an empty disk.
+    pub fn add_node(&mut self) {
+        self.nodes.push(NodeView::default());
+    }
+
+    /// Node `node`'s state machine after applying (or snapshotting, or
+    /// restoring) through `index` hashes to `hash`: every node must have
+    /// had the same state at that index.
+    pub fn on_state(&mut self, node: usize, index: Index, hash: u64, what: &str) {
+        self.checks += 1;
+        if index == 0 {
+            return;
+        }
+        let at = index as usize - 1;
+        if self.kv_at.len() <= at {
+            self.kv_at.resize(at + 1, 0);
+        }
+        match self.kv_at[at] {
+            0 => self.kv_at[at] = hash,
+            h if h != hash => {
+                let detail = format!(
+                    "node {} {what} at index {index}: state machine {hash:x}, but another node had {h:x} there",
+                    node + 1
+                );
+                self.fail(Property::StateMachineSafety, detail);
+            }
+            _ => {}
+        }
+    }
+
+    /// Node `node` installed the snapshot `meta` (the log shadow is now the
+    /// committed prefix plus whatever suffix it kept); call before
+    /// [`Checker::after_step`]. A kept suffix must follow the snapshot's
+    /// last entry (figure 13, rule 6).
+    pub fn on_restore_log(&mut self, node: usize, meta: &SnapshotMeta, n: &Node) {
+        self.checks += 1;
+        let id = node + 1;
+        let k = meta.index as usize;
+        if let Some(&t) = self.committed.get(k.wrapping_sub(1)) {
+            if t != meta.term {
+                let detail = format!(
+                    "node {id} installs a snapshot at {}/{} but term {t} is committed there",
+                    meta.index, meta.term
+                );
+                self.fail(Property::StateMachineSafety, detail);
+            }
+        } else if k > 0 {
+            let detail = format!("node {id} installs a snapshot at {} beyond every commit index", meta.index);
+            self.fail(Property::StateMachineSafety, detail);
+        }
+        let mut log = self.prefix(meta);
+        for i in meta.index + 1..=n.last_index() {
+            log.push(n.term_at(i).unwrap_or(0));
+        }
+        if let Some(&next) = log.get(k) {
+            let recorded =
+                self.appended.get(k).and_then(|s| s.iter().find(|(t, _, _)| *t == next)).map(|s| s.1);
+            if let Some(p) = recorded.filter(|&p| p != meta.term) {
+                let detail = format!(
+                    "node {id} keeps entry {}/{next} after installing snapshot {}/{}, but that entry follows term {p}",
+                    k + 1,
+                    meta.index,
+                    meta.term,
+                );
+                self.fail(Property::LogMatching, detail);
+            }
+        }
+        self.nodes[node].log = log;
+    }
+
+    /// The driver restored node `node`'s state machine from a snapshot at
+    /// `index`: applying resumes after it.
+    pub fn on_restore_applied(&mut self, node: usize, index: Index) {
+        let view = &mut self.nodes[node];
+        view.applied = view.applied.max(index);
     }
 
     fn fail(&mut self, property: Property, detail: String) {
@@ -205,8 +351,9 @@ impl Checker {
         }
         for e in &p.entries {
             let at = e.index as usize - 1;
+            self.note_config(e);
+            self.nodes[node].log.truncate(at);
             let view = &self.nodes[node];
-            debug_assert_eq!(view.log.len(), at);
             let prev = if at == 0 { 0 } else { view.log[at - 1] };
             if !self.record_append(at, e.term, prev, payload_hash(&e.payload)) {
                 let detail = format!("{} (node {})", self.violation_detail(), node + 1);
@@ -325,10 +472,24 @@ impl Checker {
         }
         if e.index > self.applied_max {
             self.applied_max = e.index;
-            let holders = disks.iter().filter(|d| d.term_at(e.index) == Some(e.term)).count();
-            if holders < self.majority {
+            // Durable on a quorum of the configuration in force at the
+            // entry (a later C_old,new needs both majorities, which include
+            // one of it; a snapshot covering the entry holds it).
+            let holders: BTreeSet<NodeId> = disks
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.term_at(e.index) == Some(e.term) || d.snapshot().index >= e.index)
+                .map(|(k, _)| k as NodeId + 1)
+                .collect();
+            // Restricted during changes: a configuration appended after the
+            // entry may already be in force at the leader that commits it
+            // (it takes effect when appended), so a quorum of any later
+            // configuration also counts.
+            let config = self.committed_config_at(e.index);
+            let later = self.configs.range(e.index + 1..).flat_map(|(_, l)| l.iter().map(|(_, m)| m));
+            if !self.is_quorum(config, &holders) && !later.clone().any(|m| self.is_quorum(m, &holders)) {
                 let detail = format!(
-                    "entry {}/{} applied on node {id} but durable on only {holders} disks",
+                    "entry {}/{} applied on node {id} but durable only on {holders:?}, not a quorum of {config:?}",
                     e.index, e.term
                 );
                 self.fail(Property::CommittedDurable, detail);
@@ -362,8 +523,10 @@ impl Checker {
 
     /// A node restarted from `disk`: its memory is the disk's content.
     pub fn on_restart(&mut self, node: usize, disk: &Disk) {
-        let log: Vec<Term> = disk.entries().iter().map(|e| e.term).collect();
-        self.nodes[node] = NodeView { log, ..NodeView::default() };
+        let mut log = self.prefix(disk.snapshot());
+        log.extend(disk.entries().iter().map(|e| e.term));
+        let (commit, applied) = (disk.snapshot().index, disk.snapshot().index);
+        self.nodes[node] = NodeView { log, commit, applied, ..NodeView::default() };
     }
 
     /// Feeds a fabricated observation: `node` claims to lead `term`. For

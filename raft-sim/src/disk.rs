@@ -2,6 +2,7 @@
 //! durable. A crash loses everything else: the node's memory and any write
 //! whose sync had not completed.
 
+use bytes::Bytes;
 use raft_core::{Entry, HardState, Index, Membership, Persist, Restored, SnapshotMeta, Term};
 
 /// The durable state of one node.
@@ -10,6 +11,9 @@ pub struct Disk {
     hard_state: HardState,
     snapshot: SnapshotMeta,
     entries: Vec<Entry>,
+    /// The state machine's bytes at `snapshot.index` (empty: the initial
+    /// state).
+    snapshot_data: Bytes,
     /// Completed syncs, for statistics.
     pub syncs: u64,
 }
@@ -21,8 +25,42 @@ impl Disk {
             hard_state: restored.hard_state,
             snapshot: restored.snapshot.clone(),
             entries: restored.entries.clone(),
+            snapshot_data: Bytes::new(),
             syncs: 0,
         }
+    }
+
+    /// A disk holding `restored` whose snapshot's state machine bytes are `data`.
+    pub fn with_snapshot_data(restored: &Restored, data: Bytes) -> Self {
+        Disk { snapshot_data: data, ..Disk::from_restored(restored) }
+    }
+
+    /// Saves a snapshot durably (paper figure 13, rules 6-7): entries after
+    /// it are kept if the log holds `meta.index` with `meta.term`, otherwise
+    /// the whole log goes. An older snapshot than the one held is ignored.
+    pub fn save_snapshot(&mut self, meta: &SnapshotMeta, data: Bytes) {
+        if meta.index <= self.snapshot.index && self.snapshot.index > 0 {
+            return;
+        }
+        if self.term_at(meta.index) == Some(meta.term) {
+            let drop = (meta.index - self.snapshot.index) as usize;
+            self.entries.drain(..drop.min(self.entries.len()));
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = meta.clone();
+        self.snapshot_data = data;
+        self.syncs += 1;
+    }
+
+    /// The snapshot's metadata.
+    pub fn snapshot(&self) -> &SnapshotMeta {
+        &self.snapshot
+    }
+
+    /// The snapshot's state machine bytes.
+    pub fn snapshot_data(&self) -> &Bytes {
+        &self.snapshot_data
     }
 
     /// Makes `p` durable, in field order: truncate, append, hard state.

@@ -91,6 +91,12 @@ pub struct FaultPlan {
     /// runs the slowest clock the bound allows and everyone else the fastest
     /// (the worst case for leases).
     pub clock_adversarial: bool,
+    /// Mean interval between random membership changes (add, remove,
+    /// replace, promote a learner, replace the leader, transfer).
+    pub membership_every_ms: Option<Time>,
+    /// Nodes ask for a snapshot every this many applied entries (`None`:
+    /// raft-core's default, never in a run this short).
+    pub snapshot_entries_max: Option<u64>,
 }
 
 /// The clock drift bound lease reads tolerate with raft-core's default
@@ -134,6 +140,9 @@ impl FaultPlan {
             [ReadMode::Log, ReadMode::ReadIndex, ReadMode::Lease, ReadMode::EachOp][rng.gen_range(0..4)];
         let clock_drift_permille = [0, 50, 100, CLOCK_DRIFT_BOUND_PERMILLE][rng.gen_range(0..4)];
         let clock_adversarial = rng.gen_bool(0.5);
+        // Drawn after everything above (sections 6 and 7).
+        let membership_every_ms = (rng.gen_bool(0.5)).then(|| rng.gen_range(300..=2000));
+        let snapshot_entries_max = rng.gen_bool(0.7).then(|| [5, 20, 100][rng.gen_range(0..3)]);
         FaultPlan {
             net,
             partition_every_ms,
@@ -145,6 +154,8 @@ impl FaultPlan {
             reads,
             clock_drift_permille,
             clock_adversarial,
+            membership_every_ms,
+            snapshot_entries_max,
         }
     }
 
@@ -161,6 +172,8 @@ impl FaultPlan {
             reads: ReadMode::Log,
             clock_drift_permille: 0,
             clock_adversarial: false,
+            membership_every_ms: None,
+            snapshot_entries_max: None,
         }
     }
 }
@@ -170,7 +183,7 @@ impl fmt::Display for FaultPlan {
         let show = |o: Option<Time>| o.map_or("off".to_string(), |t| format!("~{t}ms"));
         write!(
             f,
-            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms elections={} reads={} clock-drift<={}{}",
+            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms elections={} reads={} clock-drift<={}{} membership={} snapshot-every={}",
             self.net,
             show(self.partition_every_ms),
             show(self.crash_every_ms),
@@ -184,7 +197,9 @@ impl fmt::Display for FaultPlan {
             } else {
                 format!("{}.{}%", self.clock_drift_permille / 10, self.clock_drift_permille % 10)
             },
-            if self.clock_adversarial && self.clock_drift_permille > 0 { " (leader slowest)" } else { "" }
+            if self.clock_adversarial && self.clock_drift_permille > 0 { " (leader slowest)" } else { "" },
+            show(self.membership_every_ms),
+            self.snapshot_entries_max.map_or("off".to_string(), |n| format!("{n}"))
         )
     }
 }

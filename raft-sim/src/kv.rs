@@ -62,7 +62,7 @@ pub enum Output {
     },
 }
 
-const ENCODED_LEN: usize = 1 + 4 + 8 + 1 + 8 + 8;
+pub(crate) const ENCODED_LEN: usize = 1 + 4 + 8 + 1 + 8 + 8;
 
 impl Command {
     /// A compact fixed-size binary form.
@@ -147,6 +147,95 @@ impl Kv {
     /// The local value and modify index of `key`, without consulting anyone.
     pub fn get(&self, key: u8) -> (u64, Index) {
         self.data.get(&key).copied().unwrap_or((0, 0))
+    }
+
+    /// Snapshot contents: every key and every client session, in a fixed
+    /// binary form (same state, same bytes).
+    pub fn to_snapshot(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(8 + self.data.len() * 17 + self.sessions.len() * 29);
+        b.extend_from_slice(&(self.data.len() as u32).to_le_bytes());
+        for (&k, &(v, m)) in &self.data {
+            b.extend_from_slice(&[k]);
+            b.extend_from_slice(&v.to_le_bytes());
+            b.extend_from_slice(&m.to_le_bytes());
+        }
+        b.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
+        for (&c, &(serial, out)) in &self.sessions {
+            let (tag, x, y) = match out {
+                Output::Read { value, mod_index } => (0u8, value, mod_index),
+                Output::Written { mod_index } => (1, 0, mod_index),
+                Output::CasFailed { mod_index } => (2, 0, mod_index),
+            };
+            b.extend_from_slice(&c.to_le_bytes());
+            b.extend_from_slice(&serial.to_le_bytes());
+            b.extend_from_slice(&[tag]);
+            b.extend_from_slice(&x.to_le_bytes());
+            b.extend_from_slice(&y.to_le_bytes());
+        }
+        b.freeze()
+    }
+
+    /// Parses [`Kv::to_snapshot`]'s form.
+    pub fn from_snapshot(b: &[u8]) -> Option<Kv> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = b.get(at..at + n)?;
+            at += n;
+            Some(s)
+        };
+        let u32_of = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4 bytes"));
+        let u64_of = |s: &[u8]| u64::from_le_bytes(s.try_into().expect("8 bytes"));
+        let mut kv = Kv::default();
+        for _ in 0..u32_of(take(4)?) {
+            let k = take(1)?[0];
+            let (v, m) = (u64_of(take(8)?), u64_of(take(8)?));
+            kv.data.insert(k, (v, m));
+        }
+        for _ in 0..u32_of(take(4)?) {
+            let c = u32_of(take(4)?);
+            let serial = u64_of(take(8)?);
+            let tag = take(1)?[0];
+            let (x, y) = (u64_of(take(8)?), u64_of(take(8)?));
+            let out = match tag {
+                0 => Output::Read { value: x, mod_index: y },
+                1 => Output::Written { mod_index: y },
+                2 => Output::CasFailed { mod_index: y },
+                _ => return None,
+            };
+            kv.sessions.insert(c, (serial, out));
+        }
+        (at == b.len()).then_some(kv)
+    }
+
+    /// A cheap hash of the whole state (keys and sessions), for the checker.
+    pub fn state_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |x: u64| h = (h ^ x).wrapping_mul(0x0100_0000_01b3);
+        for (&k, &(v, m)) in &self.data {
+            eat(u64::from(k));
+            eat(v);
+            eat(m);
+        }
+        for (&c, &(serial, out)) in &self.sessions {
+            eat(u64::from(c) << 32);
+            eat(serial);
+            eat(match out {
+                Output::Read { value, mod_index } => value ^ (mod_index << 1),
+                Output::Written { mod_index } => mod_index.wrapping_mul(3),
+                Output::CasFailed { mod_index } => mod_index.wrapping_mul(5),
+            });
+        }
+        h
+    }
+
+    /// Keys and sessions held (snapshot size measurements).
+    pub fn len(&self) -> usize {
+        self.data.len() + self.sessions.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

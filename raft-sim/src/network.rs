@@ -111,6 +111,21 @@ impl Network {
         (from as usize - 1) * self.n + (to as usize - 1)
     }
 
+    /// Makes room for nodes up to id `n` (new nodes are connected to all).
+    pub fn grow(&mut self, n: usize) {
+        if n <= self.n {
+            return;
+        }
+        let mut blocked = vec![false; n * n];
+        for from in 0..self.n {
+            for to in 0..self.n {
+                blocked[from * n + to] = self.blocked[from * self.n + to];
+            }
+        }
+        self.n = n;
+        self.blocked = blocked;
+    }
+
     /// Whether `from` can currently reach `to`.
     pub fn link_up(&self, from: NodeId, to: NodeId) -> bool {
         !self.blocked[self.at(from, to)]

@@ -162,6 +162,13 @@ fn run_once(seed: u64, opts: &RunOptions, trace: TraceMode) -> (Sim, FaultPlan) 
     so.catch_up_ticks = plan.reads.uses_lease();
     so.tick_drift_permille = clock_drifts(seed, opts.nodes, plan.clock_drift_permille);
     so.leader_slow_permille = plan.clock_adversarial.then_some(plan.clock_drift_permille);
+    if let Some(n) = plan.snapshot_entries_max {
+        so.config.snapshot_entries_max = n;
+        so.config.log_tail_entries = n / 2;
+        // Small messages: snapshots travel in several chunks.
+        so.config.bytes_per_message_max = 128;
+        so.config.uncommitted_bytes_max = 64 * crate::kv::ENCODED_LEN;
+    }
     so.clients = opts.clients;
     so.keys = opts.keys;
     so.broken_local_reads = opts.broken_local_reads;

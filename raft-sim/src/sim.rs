@@ -26,6 +26,9 @@ use crate::linearizability::Operation;
 use crate::network::{Network, Partition};
 use crate::trace::{message_digest, Trace, TraceMode};
 
+mod ext;
+pub use ext::{restored_with_snapshot, topology, ConfigEvent, Ext};
+
 /// Everything a simulation is built from.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -110,13 +113,14 @@ impl SimOptions {
 }
 
 /// Liveness of a simulated process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NodeState {
     /// Running.
     Up,
     /// Stopped (SIGSTOP): keeps its memory, processes nothing.
     Paused,
     /// Crashed: memory lost, disk kept.
+    #[default]
     Crashed,
 }
 
@@ -137,6 +141,7 @@ enum Nemesis {
     Partition,
     Crash,
     Pause,
+    Membership,
 }
 
 #[derive(Debug)]
@@ -157,8 +162,10 @@ enum Event {
 }
 
 /// One simulated server.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct SimNode {
+    /// Left the cluster: stays crashed.
+    retired: bool,
     id: NodeId,
     node: Option<Node>,
     disk: Disk,
@@ -282,6 +289,7 @@ pub struct Sim {
     stats: Stats,
     phase: Phase,
     liveness_deadline: Time,
+    ext: Ext,
     next_read: ReadId,
     read_results: BTreeMap<ReadId, ReadOutcome>,
     /// Highest index applied anywhere (for `entries_applied`).
@@ -306,6 +314,7 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(i, r)| SimNode {
+                retired: false,
                 id: i as NodeId + 1,
                 node: None,
                 disk: Disk::from_restored(r),
@@ -339,6 +348,7 @@ impl Sim {
                 (plan.partition_every_ms, Nemesis::Partition),
                 (plan.crash_every_ms, Nemesis::Crash),
                 (plan.pause_every_ms, Nemesis::Pause),
+                (plan.membership_every_ms, Nemesis::Membership),
             ] {
                 if let Some(mean) = every {
                     queue.push(rng.gen_range(mean / 2..=mean * 3 / 2), Event::Nemesis(kind));
@@ -360,6 +370,7 @@ impl Sim {
             stats: Stats::default(),
             phase: Phase::Safety,
             liveness_deadline: Time::MAX,
+            ext: Ext::new(&opts),
             next_read: 0,
             read_results: BTreeMap::new(),
             applied_max: 0,
@@ -443,7 +454,8 @@ impl Sim {
         sn.applied = sn.disk.restored().snapshot.index;
         sn.node = Some(node);
         sn.state = NodeState::Up;
-        sn.kv = Kv::default();
+        let data = sn.disk.snapshot_data();
+        sn.kv = if data.is_empty() { Kv::default() } else { Kv::from_snapshot(data).expect("saved by us") };
         self.schedule_tick(i, true);
     }
 
@@ -497,7 +509,7 @@ impl Sim {
     /// Restarts node `id` from its disk.
     pub fn restart(&mut self, id: NodeId) {
         let i = id as usize - 1;
-        if self.nodes[i].state != NodeState::Crashed {
+        if self.nodes[i].state != NodeState::Crashed || self.nodes[i].retired {
             return;
         }
         self.trace.record(self.now, 0xc1 ^ id, || format!("restart {id}"));
@@ -581,6 +593,10 @@ impl Sim {
         for a in &acts {
             match a {
                 Action::Persist(p) => self.checker.on_log_change(i, p, term),
+                Action::RestoreSnapshot { meta } => {
+                    let node = self.nodes[i].node.as_ref().expect("stepped above");
+                    self.checker.on_restore_log(i, meta, node);
+                }
                 Action::Send(m) => {
                     // Checked when the vote is cast, not when the (possibly
                     // sync-delayed) response leaves.
@@ -611,6 +627,9 @@ impl Sim {
         let sn = &mut self.nodes[i];
         let node = sn.node.as_ref().expect("stepped above");
         self.checker.after_step(i, node);
+        self.check_log_bound(i);
+        let sn = &mut self.nodes[i];
+        let node = sn.node.as_ref().expect("stepped above");
         if (node.role(), node.term()) != before && self.trace.wants_lines() {
             let (id, role, term) = (node.id(), node.role(), node.term());
             self.trace.record(self.now, 0, || format!("{id} is {role:?} in term {term}"));
@@ -652,6 +671,15 @@ impl Sim {
                     }
                 }
                 Action::ReadFailed { id, error } => self.read_failed(i, id, error),
+                Action::SnapshotNeeded { meta } => self.take_snapshot(i, meta),
+                Action::SendSnapshotChunk { to, term, meta, offset } => {
+                    self.send_snapshot_chunk(i, to, term, meta, offset)
+                }
+                Action::SnapshotChunk { offset, data, .. } => self.snapshot_chunk(i, offset, data),
+                Action::RestoreSnapshot { meta } => self.restore_snapshot(i, meta),
+                Action::ConfigChangeCompleted { index } => self.config_event(i, ConfigEvent::Completed(index)),
+                Action::ConfigChangeFailed { error } => self.config_event(i, ConfigEvent::Failed(error)),
+                Action::TransferFailed { error } => self.config_event(i, ConfigEvent::TransferFailed(error)),
                 _ => {}
             }
         }
@@ -699,6 +727,9 @@ impl Sim {
                 Payload::Command(bytes) => Command::decode(bytes).and_then(|c| sn.kv.apply(e.index, &c)),
                 _ => None,
             };
+            let hash = sn.kv.state_hash();
+            self.checker.on_state(i, e.index, hash, "applies");
+            let sn = &mut self.nodes[i];
             let Some((client, serial, term)) = sn.waiting.remove(&e.index) else { continue };
             let reply = match output {
                 Some(out) if term == e.term => Reply::Done(out),
@@ -1009,6 +1040,10 @@ impl Sim {
                 }
                 self.opts.plan.pause_every_ms
             }
+            Nemesis::Membership => {
+                self.random_membership();
+                self.opts.plan.membership_every_ms
+            }
         };
         if let Some(mean) = mean {
             let next = self.rng.gen_range(mean / 2..=mean * 3 / 2);
@@ -1048,9 +1083,11 @@ impl Sim {
 
     /// Whether every node is up with the same log, all of it committed and applied.
     pub fn converged(&self) -> bool {
-        let Some(first) = self.nodes[0].node.as_ref() else { return false };
+        let Some(first) = self.nodes.iter().find(|s| !s.retired).and_then(|s| s.node.as_ref()) else {
+            return false;
+        };
         let (last, term) = (first.last_index(), first.term_at(first.last_index()));
-        self.nodes.iter().all(|s| {
+        self.nodes.iter().filter(|s| !s.retired).all(|s| {
             s.state == NodeState::Up
                 && s.outbox.is_empty()
                 && s.node.as_ref().is_some_and(|n| {
@@ -1061,8 +1098,9 @@ impl Sim {
     }
 
     fn liveness_check(&mut self) {
+        self.settle_membership();
         let idle = self.clients.iter().all(|c| c.pending.is_none());
-        if idle && self.converged() {
+        if idle && self.converged() && self.membership_settled() {
             self.phase = Phase::Finished;
             return;
         }
