@@ -1,6 +1,6 @@
 //! The runtime's typed errors.
 
-use raft_core::{NodeError, NodeId, ProposeError, ReadError};
+use raft_core::{ConfigChangeError, NodeError, NodeId, ProposeError, ReadError, TransferError};
 use raft_storage::StorageError;
 
 /// Why a [`crate::RaftHandle`] call or [`crate::RaftNode::start`] failed.
@@ -31,6 +31,14 @@ pub enum Error {
     /// many uncommitted bytes, ...).
     #[error("proposal rejected: {0}")]
     Rejected(ProposeError),
+    /// The configuration change was refused or abandoned (a `NotLeader`
+    /// refusal is reported as [`Error::NotLeader`] / [`Error::NoLeader`]).
+    #[error("configuration change failed: {0}")]
+    ConfigChange(ConfigChangeError),
+    /// The leadership transfer was refused or timed out (a `NotLeader`
+    /// refusal is reported as [`Error::NotLeader`] / [`Error::NoLeader`]).
+    #[error("leadership transfer failed: {0}")]
+    Transfer(TransferError),
     /// The read could not be confirmed.
     #[error("read failed: {0}")]
     Read(ReadError),
@@ -60,6 +68,24 @@ impl Error {
             ProposeError::NotLeader { leader_hint: Some(leader_hint) } => Error::NotLeader { leader_hint },
             ProposeError::NotLeader { leader_hint: None } => Error::NoLeader,
             other => Error::Rejected(other),
+        }
+    }
+
+    pub(crate) fn from_config_change(error: ConfigChangeError) -> Error {
+        match error {
+            ConfigChangeError::NotLeader { leader_hint: Some(leader_hint) } => {
+                Error::NotLeader { leader_hint }
+            }
+            ConfigChangeError::NotLeader { leader_hint: None } => Error::NoLeader,
+            other => Error::ConfigChange(other),
+        }
+    }
+
+    pub(crate) fn from_transfer(error: TransferError) -> Error {
+        match error {
+            TransferError::NotLeader { leader_hint: Some(leader_hint) } => Error::NotLeader { leader_hint },
+            TransferError::NotLeader { leader_hint: None } => Error::NoLeader,
+            other => Error::Transfer(other),
         }
     }
 

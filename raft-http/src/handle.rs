@@ -1,15 +1,17 @@
 //! The application's side of a running node.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::{Index, Message, NodeId, ReadPolicy, Status};
+use raft_core::{Index, Message, NodeId, ReadPolicy, Status, Topology};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::forward::{self, Reply, Request};
 use crate::peer::Connect;
 
 /// How many times [`RaftHandle::propose`] tries again after a leader change
@@ -24,6 +26,8 @@ const LEADER_WAIT: Duration = Duration::from_millis(400);
 pub(crate) enum Command {
     Messages(Vec<Message>),
     Propose(Bytes, oneshot::Sender<Result<Bytes, Error>>),
+    SetConfiguration(Topology, oneshot::Sender<Result<Index, Error>>),
+    TransferLeadership(NodeId, oneshot::Sender<Result<(), Error>>),
     Read(ReadPolicy, oneshot::Sender<Result<Index, Error>>),
     Status(oneshot::Sender<Status>),
     Shutdown,
@@ -45,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) propose_timeout: Duration,
     pub(crate) read_timeout: Duration,
     pub(crate) connect: Arc<dyn Connect>,
+    /// Addresses to use for nodes the membership does not list (yet).
+    pub(crate) peers: BTreeMap<NodeId, String>,
 }
 
 /// A cheap, cloneable handle to a running node (see [`crate::RaftNode`]).
@@ -87,7 +93,57 @@ impl RaftHandle {
     /// A follower whose [`crate::Connect`] cannot forward answers
     /// [`Error::NotLeader`].
     pub async fn propose(&self, command: impl Into<Bytes>) -> Result<Bytes, Error> {
-        let command = command.into();
+        match self.run(Request::Propose(command.into())).await? {
+            Reply::Applied(response) => Ok(response),
+            other => Err(Error::Forward(format!("unexpected reply to a proposal: {other:?}"))),
+        }
+    }
+
+    /// Proposes `command` on this node only: a follower answers
+    /// [`Error::NotLeader`] with the leader it knows of, or
+    /// [`Error::NoLeader`].
+    pub async fn propose_local(&self, command: impl Into<Bytes>) -> Result<Bytes, Error> {
+        match self.local(Request::Propose(command.into()), self.shared.propose_timeout).await? {
+            Reply::Applied(response) => Ok(response),
+            other => Err(Error::Forward(format!("unexpected reply to a proposal: {other:?}"))),
+        }
+    }
+
+    /// Moves the cluster to `topology`, the complete set of voters and
+    /// learners with their addresses (whatever is not listed is removed),
+    /// and returns the index of the entry holding the new configuration once
+    /// it is committed. New voters first catch up as learners, then the
+    /// leader goes through joint consensus (C_old,new, then C_new). Works on
+    /// any node (forwarded to the leader like [`RaftHandle::propose`]).
+    ///
+    /// Fails with [`Error::ConfigChange`] when refused (another change in
+    /// progress, a new leader not ready yet, an invalid topology, a new voter
+    /// that did not catch up) and [`Error::Timeout`] after the propose
+    /// timeout: the change may still complete; read the configuration.
+    pub async fn set_configuration(&self, topology: Topology) -> Result<Index, Error> {
+        match self.run(Request::SetConfiguration(topology)).await? {
+            Reply::Configured(index) => Ok(index),
+            other => Err(Error::Forward(format!("unexpected reply to a configuration change: {other:?}"))),
+        }
+    }
+
+    /// Hands leadership to voter `to` and returns once `to` leads (or this
+    /// node learns so). A no-op if `to` already leads. Works on any node.
+    /// Fails with [`Error::Transfer`] when refused or when `to` did not take
+    /// over within an election timeout.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), Error> {
+        if self.leader.borrow().leader == Some(to) {
+            return Ok(());
+        }
+        match self.run(Request::TransferLeadership(to)).await {
+            Ok(_) | Err(Error::Transfer(raft_core::TransferError::ToSelf)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `request` here if this node leads, else on the leader, retrying
+    /// through leader changes while it provably was not carried out.
+    async fn run(&self, request: Request) -> Result<Reply, Error> {
         let deadline = Instant::now() + self.shared.propose_timeout;
         let mut attempt = 0;
         loop {
@@ -96,14 +152,14 @@ impl RaftHandle {
             if remaining.is_zero() {
                 return Err(Error::Timeout);
             }
-            let outcome = match self.propose_once(command.clone(), remaining).await {
+            let outcome = match self.local(request.clone(), remaining).await {
                 Err(Error::NotLeader { leader_hint }) if leader_hint != self.shared.id => {
-                    self.forward(leader_hint, command.clone(), remaining).await
+                    self.forward(leader_hint, &request, remaining).await
                 }
                 other => other,
             };
             match outcome {
-                // Definitely not proposed: wait for a (new) leader, then again.
+                // Definitely not done: wait for a (new) leader, then again.
                 Err(Error::NoLeader | Error::NotLeader { .. }) if attempt < PROPOSE_ATTEMPTS => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     self.wait_for_leader(remaining.min(LEADER_WAIT)).await;
@@ -113,30 +169,57 @@ impl RaftHandle {
         }
     }
 
-    /// Proposes `command` on this node only: a follower answers
-    /// [`Error::NotLeader`] with the leader it knows of, or
-    /// [`Error::NoLeader`]. This is what a forwarded proposal runs on the
-    /// leader.
-    pub async fn propose_local(&self, command: impl Into<Bytes>) -> Result<Bytes, Error> {
-        self.propose_once(command.into(), self.shared.propose_timeout).await
-    }
-
-    async fn propose_once(&self, command: Bytes, timeout: Duration) -> Result<Bytes, Error> {
-        let (tx, rx) = oneshot::channel();
+    /// Runs `request` on this node only.
+    async fn local(&self, request: Request, timeout: Duration) -> Result<Reply, Error> {
         let work = async {
-            self.commands.send(Command::Propose(command, tx)).await.map_err(|_| Error::Stopped)?;
-            rx.await.map_err(|_| Error::Stopped)?
+            match request {
+                Request::Propose(command) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.commands.send(Command::Propose(command, tx)).await.map_err(|_| Error::Stopped)?;
+                    rx.await.map_err(|_| Error::Stopped)?.map(Reply::Applied)
+                }
+                Request::SetConfiguration(topology) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.commands
+                        .send(Command::SetConfiguration(topology, tx))
+                        .await
+                        .map_err(|_| Error::Stopped)?;
+                    rx.await.map_err(|_| Error::Stopped)?.map(Reply::Configured)
+                }
+                Request::TransferLeadership(to) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.commands
+                        .send(Command::TransferLeadership(to, tx))
+                        .await
+                        .map_err(|_| Error::Stopped)?;
+                    rx.await.map_err(|_| Error::Stopped)?.map(|()| Reply::Transferred)
+                }
+            }
         };
         tokio::time::timeout(timeout, work).await.map_err(|_| Error::Timeout)?
     }
 
-    async fn forward(&self, leader: NodeId, command: Bytes, timeout: Duration) -> Result<Bytes, Error> {
+    async fn forward(&self, leader: NodeId, request: &Request, timeout: Duration) -> Result<Reply, Error> {
         let status = self.status().await?;
-        let Some(address) = status.membership.address(leader) else {
+        let address =
+            status.membership.address(leader).or_else(|| self.shared.peers.get(&leader).map(String::as_str));
+        let Some(address) = address else {
             tracing::debug!(node = self.shared.id, leader, "no address for the leader: cannot forward");
             return Err(Error::NoLeader);
         };
-        self.shared.connect.forward(leader, address, command, timeout).await
+        let reply =
+            self.shared.connect.forward(leader, address, forward::encode_request(request), timeout).await?;
+        forward::decode_outcome(&reply)
+    }
+
+    /// Answers a request forwarded by another node: runs it on this node
+    /// only (never forwards again) and returns the encoded outcome.
+    pub(crate) async fn answer_forwarded(&self, request: &[u8]) -> Bytes {
+        let outcome = match forward::decode_request(request) {
+            Ok(request) => self.local(request, self.shared.propose_timeout).await,
+            Err(message) => Err(Error::Forward(message)),
+        };
+        forward::encode_outcome(outcome)
     }
 
     /// Waits up to `timeout` for the leader watch to change or show a leader.

@@ -16,7 +16,9 @@
 //!   `POST /raft/forward` on the leader's raft address) and hands back the
 //!   leader's outcome, typed errors included.
 //!   [`RaftHandle::read`] is a linearizable barrier (and
-//!   [`RaftHandle::read_with`] a lease read), [`RaftHandle::status`],
+//!   [`RaftHandle::read_with`] a lease read),
+//!   [`RaftHandle::set_configuration`], [`RaftHandle::transfer_leadership`],
+//!   [`RaftHandle::status`],
 //!   [`RaftHandle::leader`] (a watch channel of leader changes),
 //!   [`RaftHandle::shutdown`].
 //! - Egress is the [`Peer`] trait, made per remote node by a [`Connect`]:
@@ -26,8 +28,17 @@
 //!   `POST /raft/messages` and `POST /raft/forward`, checking a cluster id
 //!   and a bearer secret.
 //!
-//! Not yet: membership changes, leadership transfer, snapshots (raft-core
-//! has none yet).
+//! Membership: [`RaftHandle::set_configuration`] takes the complete
+//! topology and goes through joint consensus in the core;
+//! [`RaftHandle::transfer_leadership`] hands leadership over. Both work on
+//! any node, forwarded like proposals. A node started without
+//! `initial_membership` joins an existing cluster: give it the current
+//! members' addresses in [`Options::peers`] so it can answer the leader
+//! before the configuration reaches it.
+//!
+//! Not yet: snapshots. The runtime never answers the core's
+//! `SnapshotNeeded`, so the log is never compacted (and never needs to be
+//! sent as a snapshot); a restart re-applies it from the start.
 //!
 //! A one-node cluster, in-process:
 //!

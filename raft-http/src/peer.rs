@@ -6,9 +6,10 @@
 //! Raft tolerates lost, duplicated and reordered messages, so a peer that
 //! cannot keep up drops messages rather than slowing the node down.
 //!
-//! A [`Connect`] also forwards proposals from a follower to the leader
-//! ([`Connect::forward`]), which is what makes [`RaftHandle::propose`] work on
-//! any node.
+//! A [`Connect`] also carries requests from a follower to the leader
+//! ([`Connect::forward`]), which is what makes [`RaftHandle::propose`],
+//! [`RaftHandle::set_configuration`] and [`RaftHandle::transfer_leadership`]
+//! work on any node.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,10 +23,10 @@ use raft_core::{Message, NodeId};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::forward::{self, ForwardReply};
+use crate::forward;
 use crate::handle::RaftHandle;
 
-/// The outcome of [`Connect::forward`]: the leader's answer to the proposal.
+/// The outcome of [`Connect::forward`]: the leader's encoded reply.
 pub type Forwarded = Pin<Box<dyn Future<Output = Result<Bytes, Error>> + Send + 'static>>;
 
 /// The way to one remote node.
@@ -40,18 +41,20 @@ pub trait Connect: Send + Sync + 'static {
     /// opaque address string for it).
     fn connect(&self, id: NodeId, address: &str) -> Box<dyn Peer>;
 
-    /// Asks node `id` at `address` (which this node believes leads) to
-    /// propose `command`, and returns its outcome: the state machine's
-    /// response once applied there, or the leader's typed error
-    /// ([`Error::NotLeader`] if it no longer leads, [`Error::Timeout`] when
-    /// `timeout` passes first: the outcome is then unknown). An error that
-    /// proves the proposal was never made (the leader is unreachable) is
-    /// [`Error::NoLeader`].
+    /// Delivers a forwarded request to node `id` at `address` (the node
+    /// this one believes leads) and returns its reply. Both are opaque bytes
+    /// that the runtime encodes and decodes: a proposal, a configuration
+    /// change or a leadership transfer, and the leader's typed outcome. The
+    /// receiving side hands the bytes to its runtime (the [`crate::Transport`]
+    /// does, at `POST /raft/forward`).
     ///
+    /// Errors: [`Error::NoLeader`] when the request provably never reached
+    /// the leader (connection refused), [`Error::Timeout`] when `timeout`
+    /// passed first (the outcome is unknown), [`Error::Forward`] otherwise.
     /// The default cannot forward: it answers [`Error::NotLeader`] with `id`,
     /// so the application sees whom to retry.
-    fn forward(&self, id: NodeId, address: &str, command: Bytes, timeout: Duration) -> Forwarded {
-        let _ = (address, command, timeout);
+    fn forward(&self, id: NodeId, address: &str, request: Bytes, timeout: Duration) -> Forwarded {
+        let _ = (address, request, timeout);
         Box::pin(async move { Err(Error::NotLeader { leader_hint: id }) })
     }
 }
@@ -96,12 +99,12 @@ impl Connect for ChannelNetwork {
         Box::new(ChannelPeer { id, network: self.clone() })
     }
 
-    /// Calls the registered node's [`RaftHandle::propose_local`] directly.
-    fn forward(&self, id: NodeId, _address: &str, command: Bytes, timeout: Duration) -> Forwarded {
+    /// Hands the request straight to the registered node.
+    fn forward(&self, id: NodeId, _address: &str, request: Bytes, timeout: Duration) -> Forwarded {
         let handle = self.nodes.lock().ok().and_then(|nodes| nodes.get(&id).cloned());
         Box::pin(async move {
             let Some(handle) = handle else { return Err(Error::NoLeader) };
-            tokio::time::timeout(timeout, handle.propose_local(command)).await.map_err(|_| Error::Timeout)?
+            tokio::time::timeout(timeout, handle.answer_forwarded(&request)).await.map_err(|_| Error::Timeout)
         })
     }
 }
@@ -183,16 +186,16 @@ impl Connect for HttpConnect {
         Box::new(HttpPeer::spawn(id, address, self.options.clone(), self.client.clone()))
     }
 
-    /// `POST <address>/raft/forward` with the command as the body,
-    /// authenticated like messages; the reply is a postcard-encoded outcome.
-    fn forward(&self, id: NodeId, address: &str, command: Bytes, timeout: Duration) -> Forwarded {
+    /// `POST <address>/raft/forward` with the request as the body,
+    /// authenticated like messages; a 200 reply's body is the outcome.
+    fn forward(&self, id: NodeId, address: &str, request: Bytes, timeout: Duration) -> Forwarded {
         let mut request = self
             .client
             .post(forward::url(address, "/raft/forward"))
             .timeout(timeout)
             .header("content-type", "application/octet-stream")
             .header(crate::transport::CLUSTER_HEADER, &self.options.cluster_id)
-            .body(command);
+            .body(request);
         if let Some(secret) = &self.options.secret {
             request = request.bearer_auth(secret);
         }
@@ -217,10 +220,7 @@ impl Connect for HttpConnect {
                 let text = String::from_utf8_lossy(&body);
                 return Err(Error::Forward(format!("leader {id} answered {status}: {text}")));
             }
-            match postcard::from_bytes::<ForwardReply>(&body) {
-                Ok(reply) => reply.into_outcome(),
-                Err(e) => Err(Error::Forward(format!("undecodable reply from leader {id}: {e}"))),
-            }
+            Ok(body)
         })
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{
-    Action, Config, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload, Persist, ReadId,
-    Restored, Role, Term,
+    Action, Config, ConfigChangeError, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload,
+    Persist, ReadId, Restored, Role, Term, TransferError,
 };
 use raft_storage::{FileStorage, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -66,6 +66,12 @@ pub struct Options {
     pub read_timeout: Duration,
     /// Capacity of the node's input queue (default 4096).
     pub inbox_max: usize,
+    /// Addresses of nodes the membership does not list, used to reach them
+    /// anyway: a node started to join an existing cluster (no
+    /// `initial_membership`) knows no one until the leader's configuration
+    /// entries reach it, yet must answer the leader before that. Give it the
+    /// current members here. The membership's addresses take precedence.
+    pub peers: BTreeMap<NodeId, String>,
 }
 
 impl Options {
@@ -80,12 +86,19 @@ impl Options {
             propose_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
             inbox_max: 4096,
+            peers: BTreeMap::new(),
         }
     }
 
     /// Sets [`Options::initial_membership`].
     pub fn initial_membership(mut self, membership: Membership) -> Self {
         self.initial_membership = Some(membership);
+        self
+    }
+
+    /// Sets [`Options::peers`].
+    pub fn peers<A: Into<String>>(mut self, peers: impl IntoIterator<Item = (NodeId, A)>) -> Self {
+        self.peers = peers.into_iter().map(|(id, address)| (id, address.into())).collect();
         self
     }
 
@@ -186,6 +199,9 @@ impl RaftNode {
             in_flight: false,
             held: Vec::new(),
             queued: Vec::new(),
+            known_peers: options.peers.clone(),
+            pending_config: None,
+            pending_transfer: None,
         };
         tokio::spawn(driver.run(
             options.tick,
@@ -201,6 +217,7 @@ impl RaftNode {
             propose_timeout: options.propose_timeout,
             read_timeout: options.read_timeout,
             connect,
+            peers: options.peers,
         });
         Ok(RaftHandle {
             shared,
@@ -298,6 +315,12 @@ struct Driver {
     held: Vec<Action>,
     /// Actions stepped since the last dispatch, not yet started.
     queued: Vec<Action>,
+    /// Fallback addresses ([`Options::peers`]).
+    known_peers: BTreeMap<NodeId, String>,
+    /// The configuration change this node is leading, waiting for its end.
+    pending_config: Option<oneshot::Sender<Result<Index, Error>>>,
+    /// The leadership transfer waiting for its target to lead.
+    pending_transfer: Option<(NodeId, oneshot::Sender<Result<(), Error>>)>,
 }
 
 impl fmt::Debug for Driver {
@@ -401,6 +424,43 @@ impl Driver {
                 self.reads.insert(id, reply);
                 self.step(Input::Read { id, policy });
             }
+            Command::SetConfiguration(topology, reply) => {
+                let start = self.queued.len();
+                self.step(Input::SetConfiguration(topology));
+                // Refused at once, or already in place: answer now.
+                let immediate = self.queued[start..].iter().position(|a| {
+                    matches!(a, Action::ConfigChangeCompleted { .. } | Action::ConfigChangeFailed { .. })
+                });
+                match immediate.map(|i| self.queued.remove(start + i)) {
+                    Some(Action::ConfigChangeCompleted { index }) => {
+                        let _ = reply.send(Ok(index));
+                    }
+                    Some(Action::ConfigChangeFailed { error }) => {
+                        let _ = reply.send(Err(Error::from_config_change(error)));
+                    }
+                    _ => {
+                        if let Some(old) = self.pending_config.replace(reply) {
+                            let _ = old.send(Err(Error::ConfigChange(ConfigChangeError::LeaderLost)));
+                        }
+                    }
+                }
+            }
+            Command::TransferLeadership(to, reply) => {
+                let start = self.queued.len();
+                self.step(Input::TransferLeadership { to });
+                let immediate =
+                    self.queued[start..].iter().position(|a| matches!(a, Action::TransferFailed { .. }));
+                match immediate.map(|i| self.queued.remove(start + i)) {
+                    Some(Action::TransferFailed { error }) => {
+                        let _ = reply.send(Err(Error::from_transfer(error)));
+                    }
+                    _ => {
+                        if let Some((_, old)) = self.pending_transfer.replace((to, reply)) {
+                            let _ = old.send(Err(Error::Transfer(TransferError::InProgress)));
+                        }
+                    }
+                }
+            }
             Command::Status(reply) => {
                 let _ = reply.send(self.node.status());
             }
@@ -481,15 +541,47 @@ impl Driver {
             Action::RoleChanged { role, term, leader } => {
                 tracing::info!(node = self.node.id(), ?role, term, ?leader, "role changed");
                 self.leader_tx.send_replace(LeaderState { term, leader, is_leader: role == Role::Leader });
+                if leader.is_some()
+                    && self.pending_transfer.as_ref().is_some_and(|(to, _)| Some(*to) == leader)
+                {
+                    if let Some((_, reply)) = self.pending_transfer.take() {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
             }
-            // Replied to when stepped; Persists never reach here.
+            Action::ConfigChangeCompleted { index } => {
+                if let Some(reply) = self.pending_config.take() {
+                    let _ = reply.send(Ok(index));
+                }
+            }
+            Action::ConfigChangeFailed { error } => {
+                if let Some(reply) = self.pending_config.take() {
+                    let _ = reply.send(Err(Error::from_config_change(error)));
+                }
+            }
+            Action::TransferFailed { error } => {
+                if let Some((_, reply)) = self.pending_transfer.take() {
+                    let _ = reply.send(Err(Error::from_transfer(error)));
+                }
+            }
+            Action::MembershipChanged { membership, index } => {
+                tracing::info!(node = self.node.id(), index, ?membership, "configuration changed");
+                // Stop the senders of nodes that are gone.
+                let known = &self.known_peers;
+                self.peers.retain(|id, _| membership.contains(*id) || known.contains_key(id));
+            }
+            // Replied to when stepped; Persists never reach here. Snapshots:
+            // this runtime never answers SnapshotNeeded, so the core never
+            // compacts and never needs to send or install one.
             _ => {}
         }
     }
 
     fn send(&mut self, message: Message) {
         let to = message.to;
-        let Some(address) = self.node.membership().address(to) else {
+        let address =
+            self.node.membership().address(to).or_else(|| self.known_peers.get(&to).map(String::as_str));
+        let Some(address) = address else {
             tracing::trace!(node = self.node.id(), to, "no address for recipient: message dropped");
             return;
         };
@@ -537,6 +629,9 @@ mod tests {
             in_flight: false,
             held: Vec::new(),
             queued: Vec::new(),
+            known_peers: BTreeMap::new(),
+            pending_config: None,
+            pending_transfer: None,
         };
         // Elect: the vote for itself is a Persist, and the RoleChanged after
         // it is held back until that write is acknowledged.

@@ -11,7 +11,6 @@ use axum::Router;
 use raft_core::Message;
 
 use crate::error::Error;
-use crate::forward::ForwardReply;
 use crate::handle::RaftHandle;
 use crate::peer::HttpOptions;
 
@@ -27,12 +26,12 @@ pub const CLUSTER_HEADER: &str = "x-raft-cluster";
 ///   not decode, 401 when the `x-raft-cluster` header or the bearer secret is
 ///   wrong (logged, messages dropped), 413 when the body exceeds the limit,
 ///   503 when the node is overloaded or stopped.
-/// - `POST /raft/forward`: a follower forwards a client's proposal; the body
-///   is the command. Authenticated like messages (401 otherwise). The node
-///   proposes it on itself only (never forwards again) and answers 200 with a
-///   postcard-encoded outcome: the state machine's response or the typed
-///   error (`NotLeader` with its hint if it no longer leads, `Timeout`,
-///   `ProposalLost`, `TooLarge`, ...).
+/// - `POST /raft/forward`: a follower forwards a proposal, a configuration
+///   change or a leadership transfer (postcard-encoded). Authenticated like
+///   messages (401 otherwise). The node runs it on itself only (never
+///   forwards again) and answers 200 with the postcard-encoded outcome: the
+///   result or the typed error (`NotLeader` with its hint if it no longer
+///   leads, `Timeout`, `ProposalLost`, `TooLarge`, a refused change, ...).
 #[derive(Clone, Debug)]
 pub struct Transport {
     handle: RaftHandle,
@@ -118,14 +117,9 @@ async fn messages(State(transport): State<Arc<Transport>>, headers: HeaderMap, b
 
 async fn forward(State(transport): State<Arc<Transport>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(reason) = transport.authorized(&headers) {
-        tracing::warn!(node = transport.handle.id(), reason, "refused an unauthenticated forwarded proposal");
+        tracing::warn!(node = transport.handle.id(), reason, "refused an unauthenticated forwarded request");
         return json_error(StatusCode::UNAUTHORIZED, reason);
     }
-    let outcome = transport.handle.propose_local(body).await;
-    match postcard::to_allocvec(&ForwardReply::from_outcome(outcome)) {
-        Ok(reply) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response()
-        }
-        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the outcome: {e}")),
-    }
+    let reply = transport.handle.answer_forwarded(&body).await;
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response()
 }

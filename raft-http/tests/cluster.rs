@@ -457,3 +457,68 @@ async fn channel_network_forwards_proposals() {
         handle.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_and_leadership_transfer_from_any_node() {
+    let dirs = dirs(4);
+    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
+    let network = ChannelNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = i as NodeId + 1;
+        let recorder = Recorder::default();
+        let mut options = Options::new(Config::new(id), dir.path());
+        if id <= 3 {
+            options = options.initial_membership(membership.clone());
+        } else {
+            // Joining: it knows no one until the configuration reaches it.
+            options = options.peers(membership.voters.clone());
+        }
+        let handle = RaftNode::start(options, recorder.clone(), network.clone()).await.unwrap();
+        network.register(id, handle.clone());
+        nodes.push((handle, recorder));
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().take(3).map(|(h, _)| h).collect();
+    let leader = agreed_leader(&handles).await;
+    propose(&handles, "before").await;
+    let follower = &nodes[(leader + 1) % 3].0;
+
+    // Add node 4 through a follower: it catches up, then votes.
+    let mut topology = membership.topology();
+    topology.voters.insert(4, "n4".into());
+    within("adding node 4", follower.set_configuration(topology.clone())).await.unwrap();
+    let status = nodes[0].0.status().await.unwrap();
+    assert!(status.membership.is_voter(4) && !status.membership.is_joint(), "{status:?}");
+    let joined = nodes[3].1.clone();
+    until("node 4 to apply the earlier command", || {
+        joined.commands().first() == Some(&Bytes::from("before"))
+    })
+    .await;
+    // Asking again for the topology in force is a no-op.
+    within("the same topology", nodes[3].0.set_configuration(topology.clone())).await.unwrap();
+    // An invalid topology is refused with a typed error, wherever asked.
+    let mut invalid = topology.clone();
+    invalid.learners.insert(2, "n2".into());
+    match within("an invalid change", follower.set_configuration(invalid)).await {
+        Err(Error::ConfigChange(raft_core::ConfigChangeError::VoterAndLearner(2))) => {}
+        other => panic!("expected VoterAndLearner(2), got {other:?}"),
+    }
+
+    // Hand leadership to node 4, asked on yet another node.
+    within("transfer to node 4", nodes[(leader + 2) % 3].0.transfer_leadership(4)).await.unwrap();
+    let all: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
+    assert_eq!(all[agreed_leader(&all).await].id(), 4);
+    match within("transfer to a stranger", nodes[0].0.transfer_leadership(9)).await {
+        Err(Error::Transfer(raft_core::TransferError::UnknownNode(9))) => {}
+        other => panic!("expected UnknownNode(9), got {other:?}"),
+    }
+
+    // Remove node 1; the other three go on committing.
+    topology.voters.remove(&1);
+    within("removing node 1", nodes[1].0.set_configuration(topology)).await.unwrap();
+    let rest: Vec<&RaftHandle> = nodes.iter().skip(1).map(|(h, _)| h).collect();
+    assert_eq!(propose(&rest, "after").await, Bytes::from("ok:after"));
+    for (handle, _) in &nodes {
+        handle.shutdown().await;
+    }
+}
