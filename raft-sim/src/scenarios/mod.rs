@@ -8,6 +8,10 @@ pub mod lab;
 pub mod paper;
 /// Section B8: clients (exactly once, reads).
 pub mod reads;
+/// Sections B4-B6: membership changes and leadership transfer.
+pub mod membership;
+/// Section B7 and the lab snapshot tests: compaction and InstallSnapshot.
+pub mod snapshot;
 
 /// A scenario's outcome.
 pub type Outcome = Result<(), String>;
@@ -19,8 +23,20 @@ pub type Scenario = (&'static str, fn() -> Outcome);
 pub fn all() -> Vec<Scenario> {
     let mut v = paper::SCENARIOS.to_vec();
     v.extend_from_slice(reads::SCENARIOS);
+    v.extend_from_slice(membership::SCENARIOS);
+    v.extend_from_slice(snapshot::SCENARIOS);
     v.extend_from_slice(lab::SCENARIOS);
     v
+}
+
+/// The membership and transfer scenarios (B4-B6).
+pub fn membership_scenarios() -> Vec<Scenario> {
+    membership::SCENARIOS.to_vec()
+}
+
+/// The snapshot scenarios (B7, lab C).
+pub fn snapshot_scenarios() -> Vec<Scenario> {
+    snapshot::SCENARIOS.to_vec()
 }
 
 /// Looks a scenario up by name.

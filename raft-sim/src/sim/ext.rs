@@ -367,3 +367,22 @@ impl Sim {
         self.checker.on_state(i, index, kv.state_hash(), "starts");
     }
 }
+
+impl Sim {
+    /// Steps a hand-made message into its recipient (stale, duplicated or
+    /// forged messages in scenarios).
+    pub fn inject(&mut self, m: Message) {
+        self.step(m.to as usize - 1, Input::Message(m), None);
+    }
+
+    /// Node `from`'s saved snapshot as one InstallSnapshot message to `to`
+    /// in `term` (a copy a scenario can deliver late).
+    pub fn snapshot_message(&self, from: NodeId, to: NodeId, term: Term) -> Message {
+        let disk = &self.nodes[from as usize - 1].disk;
+        let data = disk.snapshot_data().clone();
+        let checksum = crc32c(0, &data);
+        let body =
+            Body::InstallSnapshot { meta: disk.snapshot().clone(), offset: 0, data, done: true, checksum };
+        Message { from, to, term, body }
+    }
+}
