@@ -24,20 +24,22 @@ pub struct FaultKinds {
     pub pause: bool,
     /// Slow disk: syncs take time, and a crash loses the unsynced writes.
     pub disk: bool,
+    /// Membership changes and frequent snapshots (sections 6 and 7).
+    pub membership: bool,
 }
 
 impl FaultKinds {
     /// Every fault family.
     pub const ALL: FaultKinds =
-        FaultKinds { network: true, partition: true, crash: true, pause: true, disk: true };
+        FaultKinds { network: true, partition: true, crash: true, pause: true, disk: true, membership: true };
     /// No faults.
     pub const NONE: FaultKinds =
-        FaultKinds { network: false, partition: false, crash: false, pause: false, disk: false };
+        FaultKinds { network: false, partition: false, crash: false, pause: false, disk: false, membership: false };
 }
 
 impl FromStr for FaultKinds {
     type Err = String;
-    /// `all`, `none`, or a comma list of `network,partition,crash,pause,disk`.
+    /// `all`, `none`, or a comma list of `network,partition,crash,pause,disk,membership`.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "all" => return Ok(FaultKinds::ALL),
@@ -52,9 +54,10 @@ impl FromStr for FaultKinds {
                 "crash" => k.crash = true,
                 "pause" => k.pause = true,
                 "disk" => k.disk = true,
+                "membership" => k.membership = true,
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}: use all, none, network, partition, crash, pause, disk"
+                        "unknown fault {other:?}: use all, none, network, partition, crash, pause, disk, membership"
                     ))
                 }
             }
@@ -141,8 +144,9 @@ impl FaultPlan {
         let clock_drift_permille = [0, 50, 100, CLOCK_DRIFT_BOUND_PERMILLE][rng.gen_range(0..4)];
         let clock_adversarial = rng.gen_bool(0.5);
         // Drawn after everything above (sections 6 and 7).
-        let membership_every_ms = (rng.gen_bool(0.5)).then(|| rng.gen_range(300..=2000));
-        let snapshot_entries_max = rng.gen_bool(0.7).then(|| [5, 20, 100][rng.gen_range(0..3)]);
+        let membership_every_ms = (kinds.membership && rng.gen_bool(0.5)).then(|| rng.gen_range(300..=2000));
+        let snapshot_entries_max =
+            (kinds.membership && rng.gen_bool(0.7)).then(|| [5, 20, 100][rng.gen_range(0..3)]);
         FaultPlan {
             net,
             partition_every_ms,
