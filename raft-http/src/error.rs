@@ -48,10 +48,11 @@ pub enum Error {
     /// The node is overloaded: its input queue is full.
     #[error("the node's input queue is full")]
     Busy,
-    /// Forwarding a proposal to the leader failed: the leader refused the
-    /// request itself (unauthenticated, undecodable: then the proposal was
-    /// not made) or answered something this node cannot decode (then the
-    /// outcome is unknown, like [`Error::Timeout`]).
+    /// Forwarding to the leader failed after the request may have reached
+    /// it: the connection broke mid-request (a leader going down), or the
+    /// reply was an HTTP error or did not decode. The outcome is unknown,
+    /// as with [`Error::Timeout`]: a proposal may still commit. (A leader
+    /// that could not be reached at all is [`Error::NoLeader`], retried.)
     #[error("forwarding to the leader failed: {0}")]
     Forward(String),
     /// Opening or writing the data directory failed.

@@ -208,13 +208,13 @@ impl Connect for HttpConnect {
                     return Err(Error::NoLeader);
                 }
                 Err(e) if e.is_timeout() => return Err(Error::Timeout),
-                Err(e) => return Err(Error::Forward(e.to_string())),
+                Err(e) => return Err(Error::Forward(error_chain(&e))),
             };
             let status = response.status();
             let body = match response.bytes().await {
                 Ok(body) => body,
                 Err(e) if e.is_timeout() => return Err(Error::Timeout),
-                Err(e) => return Err(Error::Forward(e.to_string())),
+                Err(e) => return Err(Error::Forward(error_chain(&e))),
             };
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&body);
@@ -299,4 +299,16 @@ async fn sender(
             }
         }
     }
+}
+
+/// An error with its sources: reqwest's own message rarely says what failed.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -108,9 +108,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RAFT_KV_LISTEN_CLIENT", default_value = "127.0.0.1:8001")]
     pub(crate) listen_client: String,
     /// The initial voters: id=raft-url,... (used only when the data directory is empty).
+    /// With --join: the current members, so the new node can answer the leader.
     #[arg(long, env = "RAFT_KV_INITIAL_CLUSTER", value_delimiter = ',', required_unless_present = "join")]
     pub(crate) initial_cluster: Vec<String>,
-    /// Start empty, to be added to an existing cluster later (PUT /v1/cluster).
+    /// Start empty, to be added to an existing cluster by PUT /v1/cluster on any member.
     #[arg(long, env = "RAFT_KV_JOIN")]
     pub(crate) join: bool,
     /// Length of one Raft tick (elections take 15-30 ticks, heartbeats every 3).

@@ -14,8 +14,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use raft_core::{Config, Membership, ReadPolicy, Role};
+use raft_core::{Config, ConfigChangeError, Membership, ReadPolicy, Role, Topology, TransferError};
 use raft_http::{Error, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, Transport};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -79,6 +80,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     if args.max_value_bytes > VALUE_LIMIT {
         return Err(format!("--max-value-bytes {} exceeds the limit of {VALUE_LIMIT}", args.max_value_bytes));
     }
+    // With --join, --initial-cluster (optional) names the current members:
+    // the new node needs their addresses to answer the leader before the
+    // configuration that adds it reaches it.
+    let peers = if args.join && !args.initial_cluster.is_empty() {
+        parse_initial_cluster(&args.initial_cluster)?.voters
+    } else {
+        BTreeMap::new()
+    };
     let membership = if args.join {
         None
     } else {
@@ -114,6 +123,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(membership) = membership {
         options = options.initial_membership(membership);
     }
+    options = options.peers(peers);
     let kv = Arc::new(RwLock::new(Kv::default()));
     let handle = RaftNode::start(options, KvMachine(kv.clone()), connect)
         .await
@@ -235,8 +245,8 @@ fn client_router(state: Arc<AppState>) -> Router {
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete).layer(DefaultBodyLimit::max(limit)))
         .route("/v1/kv/", get(empty_key).put(empty_key).delete(empty_key))
         .route("/v1/status", get(status))
-        .route("/v1/cluster", get(cluster_get).put(not_supported))
-        .route("/v1/cluster/transfer-leader", post(not_supported))
+        .route("/v1/cluster", get(cluster_get).put(cluster_put))
+        .route("/v1/cluster/transfer-leader", post(transfer_leader))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -295,6 +305,33 @@ fn raft_error(e: &Error) -> (&'static str, Response) {
             (StatusCode::SERVICE_UNAVAILABLE, "overloaded", format!("{e}; retry later"))
         }
         Error::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is stopping".to_owned()),
+        Error::Forward(message) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("forwarding to the leader failed ({message}); the outcome is unknown"),
+        ),
+        Error::ConfigChange(c) => match c {
+            ConfigChangeError::ConfigChangeInProgress => {
+                (StatusCode::CONFLICT, "config_change_in_progress", e.to_string())
+            }
+            ConfigChangeError::NoVoters
+            | ConfigChangeError::InvalidNodeId
+            | ConfigChangeError::VoterAndLearner(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+            }
+            ConfigChangeError::CatchUpTimeout(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "catch_up_timeout", e.to_string())
+            }
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("{e}; retry")),
+        },
+        Error::Transfer(t) => match t {
+            TransferError::ToLearner(_) | TransferError::UnknownNode(_) => {
+                (StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+            }
+            TransferError::InProgress => (StatusCode::CONFLICT, "config_change_in_progress", e.to_string()),
+            TransferError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout", e.to_string()),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("{e}; retry")),
+        },
         other => (StatusCode::BAD_GATEWAY, "internal", other.to_string()),
     };
     (code, error(status, code, message))
@@ -539,12 +576,71 @@ async fn cluster_get(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn not_supported() -> Response {
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "not yet supported: membership changes and leadership transfer wait for raft-core support",
-    )
+#[derive(Debug, Deserialize)]
+struct MemberJson {
+    id: u64,
+    address: String,
+}
+
+/// The body of `PUT /v1/cluster`: the shape `GET /v1/cluster` returns
+/// (its other fields are ignored, so a GET can be edited and PUT back).
+#[derive(Debug, Deserialize)]
+struct TopologyJson {
+    voters: Vec<MemberJson>,
+    #[serde(default)]
+    learners: Vec<MemberJson>,
+}
+
+fn parse_topology(body: &[u8]) -> Result<Topology, Refused> {
+    let json: TopologyJson = serde_json::from_slice(body).map_err(|e| {
+        Refused::bad_request(format!(
+            "expected {{\"voters\":[{{\"id\":1,\"address\":\"http://host:port\"}},...],\"learners\":[...]}}: {e}"
+        ))
+    })?;
+    let mut topology = Topology::default();
+    for (members, into) in [(json.voters, &mut topology.voters), (json.learners, &mut topology.learners)] {
+        for member in members {
+            if into.insert(member.id, member.address).is_some() {
+                return Err(Refused::bad_request(format!("node {} is listed twice", member.id)));
+            }
+        }
+    }
+    topology.validate().map_err(|e| Refused::bad_request(e.to_string()))?;
+    Ok(topology)
+}
+
+async fn cluster_put(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let topology = match parse_topology(&body) {
+        Ok(topology) => topology,
+        Err(refused) => return refused.response(),
+    };
+    tracing::info!(?topology, "configuration change requested");
+    match state.handle.set_configuration(topology).await {
+        Ok(index) => {
+            let status = state.handle.status().await.ok();
+            let m = status.map(|s| s.membership).unwrap_or_default();
+            json_ok(json!({ "index": index, "voters": members(&m.voters), "learners": members(&m.learners) }))
+        }
+        Err(e) => raft_error(&e).1,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TransferJson {
+    to: u64,
+}
+
+async fn transfer_leader(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let to = match serde_json::from_slice::<TransferJson>(&body) {
+        Ok(request) => request.to,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"to\": id}}: {e}"))
+        }
+    };
+    match state.handle.transfer_leadership(to).await {
+        Ok(()) => json_ok(json!({ "leader": to })),
+        Err(e) => raft_error(&e).1,
+    }
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

@@ -30,6 +30,11 @@ impl Node {
     }
 
     fn spawn(&mut self, initial_cluster: &str, logs: &Path) {
+        self.spawn_with(initial_cluster, logs, false);
+    }
+
+    /// With `join`, `initial_cluster` names the current members.
+    fn spawn_with(&mut self, initial_cluster: &str, logs: &Path, join: bool) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -44,6 +49,7 @@ impl Node {
             .args(["--listen-client", &format!("127.0.0.1:{}", self.client_port)])
             .args(["--initial-cluster", initial_cluster])
             .args(["--cluster-secret", "test-secret", "--log-level", "info", "--exit-with-parent"])
+            .args(if join { &["--join"][..] } else { &[] })
             .stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -272,12 +278,18 @@ async fn kv_api_answers_on_every_node() {
     let (status, _, body) = cluster.send(http.get(url(2, "/v1/cluster"))).await;
     assert_eq!(status, 200);
     assert_eq!(json(&body)["voters"].as_array().unwrap().len(), 3);
-    let (status, _, body) = cluster.send(http.put(url(0, "/v1/cluster")).body("{}")).await;
-    assert_eq!(status, 501);
-    assert!(json(&body)["message"].as_str().unwrap().contains("not yet supported"));
-    let (status, _, _) =
-        cluster.send(http.post(url(0, "/v1/cluster/transfer-leader")).body("{\"to\":2}")).await;
-    assert_eq!(status, 501);
+    for (body, what) in [
+        (r#"{}"#, "no voters field"),
+        (r#"{"voters":[]}"#, "no voters"),
+        (r#"{"voters":[{"id":1,"address":"a"},{"id":1,"address":"b"}]}"#, "a duplicate"),
+        (r#"{"voters":[{"id":1,"address":"a"}],"learners":[{"id":1,"address":"a"}]}"#, "both"),
+    ] {
+        let (status, _, reply) = cluster.send(http.put(url(0, "/v1/cluster")).body(body)).await;
+        assert_eq!((status, json(&reply)["error"].as_str()), (400, Some("bad_request")), "{what}");
+    }
+    let (status, _, body) =
+        cluster.send(http.post(url(0, "/v1/cluster/transfer-leader")).body(r#"{"to":9}"#)).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     for node in 0..3 {
         let (status, _, _) = cluster.send(http.get(url(node, "/healthz"))).await;
         assert_eq!(status, 200);
@@ -349,6 +361,68 @@ async fn killed_leader_is_replaced_without_losing_writes_and_catches_up_on_resta
         assert_eq!((status, body), (200, format!("v{i}").into_bytes()), "{key} on the restarted node");
     }
     cluster.leader().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_is_added_takes_the_lead_and_an_old_one_is_removed() {
+    let mut cluster = Cluster::start(3).await;
+    put_acked(&cluster, 0, "early", "bird").await;
+    let http = cluster.http.clone();
+
+    let leader = cluster.leader().await;
+    // Node 4 starts empty, knowing the members' addresses.
+    let dir = cluster.dir.path().to_owned();
+    let mut joiner = Node {
+        id: 4,
+        raft_port: free_port(),
+        client_port: free_port(),
+        data_dir: dir.join("node-4"),
+        child: None,
+    };
+    let members = cluster.initial_cluster.clone();
+    joiner.spawn_with(&members, &dir, true);
+    let joiner_raft = format!("http://127.0.0.1:{}", joiner.raft_port);
+    cluster.nodes.push(joiner);
+
+    // Add it through a follower, as the complete topology (GET, edit, PUT).
+    let follower = (leader + 1) % 3;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| format!("{}/v1/cluster", n.url())).collect();
+    let cluster_url = |node: usize| urls[node].clone();
+    let (_, _, current) = cluster.send(http.get(cluster_url(follower))).await;
+    let mut topology = json(&current);
+    topology["voters"].as_array_mut().unwrap().push(serde_json::json!({ "id": 4, "address": joiner_raft }));
+    let (status, _, body) = cluster.send(http.put(cluster_url(follower)).body(topology.to_string())).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["voters"].as_array().unwrap().len(), 4);
+
+    // It caught up: a stale read there sees the early write.
+    let start = Instant::now();
+    while cluster.get(3, "early?consistency=stale").await.2 != b"bird" {
+        assert!(start.elapsed() < DEADLINE, "node 4 never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Hand it the leadership, asked on the other follower.
+    let other = (leader + 2) % 3;
+    let transfer = format!("{}/v1/cluster/transfer-leader", cluster.nodes[other].url());
+    let (status, _, body) = cluster.send(http.post(transfer).body(r#"{"to":4}"#)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(cluster.nodes[cluster.leader().await].id, 4);
+
+    // Remove node 1 (asked on node 4, the leader now), then stop it.
+    let (_, _, current) = cluster.send(http.get(cluster_url(3))).await;
+    let mut topology = json(&current);
+    topology["voters"].as_array_mut().unwrap().retain(|m| m["id"] != 1);
+    let (status, _, body) = cluster.send(http.put(cluster_url(3)).body(topology.to_string())).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    cluster.nodes[0].kill9();
+    let index = put_acked(&cluster, 1, "late", "write").await;
+    let (status, modify, _) = cluster.get(3, "late").await;
+    assert_eq!((status, modify), (200, Some(index)));
+    let (_, _, view) = cluster.send(http.get(cluster_url(2))).await;
+    let voters = json(&view)["voters"].as_array().unwrap().clone();
+    let ids: Vec<u64> = voters.iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![2, 3, 4]);
 }
 
 fn process_exists(pid: u32) -> bool {
