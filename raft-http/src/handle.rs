@@ -152,17 +152,23 @@ impl RaftHandle {
             if remaining.is_zero() {
                 return Err(Error::Timeout);
             }
+            let mut tried = None;
             let outcome = match self.local(request.clone(), remaining).await {
                 Err(Error::NotLeader { leader_hint }) if leader_hint != self.shared.id => {
+                    tried = Some(leader_hint);
                     self.forward(leader_hint, &request, remaining).await
                 }
                 other => other,
             };
             match outcome {
-                // Definitely not done: wait for a (new) leader, then again.
+                // Definitely not done: try again at once if this node has
+                // heard of another leader meanwhile, else wait for news.
                 Err(Error::NoLeader | Error::NotLeader { .. }) if attempt < PROPOSE_ATTEMPTS => {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    self.wait_for_leader(remaining.min(LEADER_WAIT)).await;
+                    let known = self.leader.borrow().leader;
+                    if known.is_none() || known == tried {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        self.wait_for_leader(remaining.min(LEADER_WAIT)).await;
+                    }
                 }
                 other => return other,
             }

@@ -2,6 +2,10 @@
 
 use std::io::Write as _;
 
+use serde_json::{json, Value};
+
+use crate::ClusterAction;
+
 /// A key as a URL path segment (percent-encoding everything but unreserved
 /// characters and `/`).
 pub(crate) fn encode_key(key: &str) -> String {
@@ -87,6 +91,44 @@ pub(crate) async fn show(endpoint: &str, path: &str) -> Result<(), String> {
         .send()
         .await
         .map_err(|e| format!("{endpoint}: {e}"))?;
+    finish(response, true).await
+}
+
+/// `raft-kv cluster [show|add|remove|transfer-leader]`: changes read the
+/// topology, edit it, and PUT it back whole.
+pub(crate) async fn cluster(endpoint: &str, action: Option<ClusterAction>) -> Result<(), String> {
+    let url = format!("{}/v1/cluster", base(endpoint));
+    let client = client()?;
+    let (id, address, learner) = match action {
+        None | Some(ClusterAction::Show) => return show(endpoint, "/v1/cluster").await,
+        Some(ClusterAction::TransferLeader { to }) => {
+            let response = client
+                .post(format!("{url}/transfer-leader"))
+                .body(json!({ "to": to }).to_string())
+                .send()
+                .await
+                .map_err(|e| format!("{endpoint}: {e}"))?;
+            return finish(response, true).await;
+        }
+        Some(ClusterAction::Add { id, raft_url, learner }) => (id, Some(raft_url), learner),
+        Some(ClusterAction::Remove { id }) => (id, None, false),
+    };
+    let response = client.get(&url).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    let body = response.bytes().await.map_err(|e| format!("reading the topology: {e}"))?;
+    let mut topology: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("bad topology from {url}: {e}"))?;
+    for list in ["voters", "learners"] {
+        if let Some(members) = topology[list].as_array_mut() {
+            members.retain(|m| m["id"] != id);
+        }
+    }
+    if let Some(address) = address {
+        let list = if learner { "learners" } else { "voters" };
+        let members = topology[list].as_array_mut().ok_or_else(|| format!("bad topology from {url}"))?;
+        members.push(json!({ "id": id, "address": address }));
+    }
+    let response =
+        client.put(&url).body(topology.to_string()).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
     finish(response, true).await
 }
 

@@ -247,6 +247,7 @@ async fn supervise(nodes: Arc<Mutex<Vec<Node>>>, dir: PathBuf) -> Result<(), Str
         println!("  curl -X DELETE {first}/v1/kv/hello");
         println!("  curl {first}/v1/status");
         println!("  curl {first}/metrics");
+        println!("  raft-kv cluster --endpoint {first} transfer-leader 2");
         println!("  raft-kv bench --endpoints {} --clients 16 --duration 5s", all.join(","));
         println!();
         if let Some((id, term)) = leader {

@@ -72,11 +72,33 @@ enum Cmd {
         #[command(flatten)]
         endpoint: EndpointArg,
     },
-    /// The cluster's topology (GET /v1/cluster).
+    /// Show or change the cluster's topology (GET/PUT /v1/cluster).
     Cluster {
         #[command(flatten)]
         endpoint: EndpointArg,
+        #[command(subcommand)]
+        action: Option<ClusterAction>,
     },
+}
+
+/// A change to the cluster, applied as a complete topology.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterAction {
+    /// Show the topology (the default).
+    Show,
+    /// Add a node (started with `serve --join`) as a voter, or a learner.
+    Add {
+        id: u64,
+        /// Its raft URL, e.g. http://127.0.0.1:7004.
+        raft_url: String,
+        /// Add it as a non-voting learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node.
+    Remove { id: u64 },
+    /// Hand leadership to a voter.
+    TransferLeader { to: u64 },
 }
 
 #[derive(Debug, Args)]
@@ -246,7 +268,7 @@ fn main() -> ExitCode {
             }
             Cmd::Delete { endpoint, key, cas } => client::delete(&endpoint.endpoint, &key, cas).await,
             Cmd::Status { endpoint } => client::show(&endpoint.endpoint, "/v1/status").await,
-            Cmd::Cluster { endpoint } => client::show(&endpoint.endpoint, "/v1/cluster").await,
+            Cmd::Cluster { endpoint, action } => client::cluster(&endpoint.endpoint, action).await,
         }
     });
     // Do not wait for stray blocking tasks (stdin readers) at exit.

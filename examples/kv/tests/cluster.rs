@@ -409,12 +409,16 @@ async fn a_joining_node_is_added_takes_the_lead_and_an_old_one_is_removed() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(cluster.nodes[cluster.leader().await].id, 4);
 
-    // Remove node 1 (asked on node 4, the leader now), then stop it.
-    let (_, _, current) = cluster.send(http.get(cluster_url(3))).await;
-    let mut topology = json(&current);
-    topology["voters"].as_array_mut().unwrap().retain(|m| m["id"] != 1);
-    let (status, _, body) = cluster.send(http.put(cluster_url(3)).body(topology.to_string())).await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // Remove node 1 with the client command (asked on node 4, the leader
+    // now), then stop it.
+    let endpoint = cluster.nodes[3].url();
+    let removed = tokio::task::spawn_blocking(move || {
+        Command::new(BIN).args(["cluster", "--endpoint", &endpoint, "remove", "1"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert_eq!(json(&removed.stdout)["voters"].as_array().unwrap().len(), 3);
     cluster.nodes[0].kill9();
     let index = put_acked(&cluster, 1, "late", "write").await;
     let (status, modify, _) = cluster.get(3, "late").await;
