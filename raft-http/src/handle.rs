@@ -61,6 +61,7 @@ pub struct RaftHandle {
     pub(crate) leader: watch::Receiver<LeaderState>,
     pub(crate) applied: watch::Receiver<Index>,
     pub(crate) stopped: watch::Receiver<bool>,
+    pub(crate) snapshot: watch::Receiver<Index>,
 }
 
 impl fmt::Debug for RaftHandle {
@@ -270,6 +271,12 @@ impl RaftHandle {
     pub async fn wait_applied(&self, index: Index) -> Result<(), Error> {
         let mut applied = self.applied.clone();
         applied.wait_for(|&a| a >= index).await.map(|_| ()).map_err(|_| Error::Stopped)
+    }
+
+    /// The last index included in this node's newest snapshot (0: none
+    /// beyond the initial configuration).
+    pub fn snapshot_index(&self) -> Index {
+        *self.snapshot.borrow()
     }
 
     /// The index of the last entry applied to the state machine.

@@ -36,9 +36,15 @@
 //! members' addresses in [`Options::peers`] so it can answer the leader
 //! before the configuration reaches it.
 //!
-//! Not yet: snapshots. The runtime never answers the core's
-//! `SnapshotNeeded`, so the log is never compacted (and never needs to be
-//! sent as a snapshot); a restart re-applies it from the start.
+//! Snapshots: when the core asks (`Action::SnapshotNeeded`, every
+//! `snapshot_entries_max` entries or `snapshot_bytes_max` bytes applied),
+//! the apply thread calls [`StateMachine::snapshot`], the storage thread
+//! saves it, and the core compacts its log. A follower too far behind gets
+//! the snapshot in chunks of `bytes_per_message_max` as ordinary messages;
+//! its runtime saves it (ordered like a `Persist`) and calls
+//! [`StateMachine::restore`]. A restart restores the newest snapshot and
+//! re-applies the log after it. The newest snapshot is also kept in memory
+//! to serve followers.
 //!
 //! A one-node cluster, in-process:
 //!

@@ -1,6 +1,6 @@
 //! The node task, the storage thread and the apply thread.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{
-    Action, Config, ConfigChangeError, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload,
-    Persist, ReadId, Restored, Role, Term, TransferError,
+    Action, Body, Config, ConfigChangeError, Entry, Index, Input, Lost, Membership, Message, Node, NodeId,
+    Payload, Persist, ReadId, Restored, Role, SnapshotMeta, Term, TransferError,
 };
 use raft_storage::{FileStorage, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,15 +30,19 @@ pub trait StateMachine: Send + 'static {
     /// [`RaftHandle::propose`] hands back to the proposer.
     fn apply(&mut self, index: Index, command: &[u8]) -> Bytes;
 
-    /// Serializes the state. **Not used yet**: raft-core does not take
-    /// snapshots yet, so the runtime never calls it.
+    /// Serializes the whole state, as of the last applied entry. Called
+    /// when the core asks for a snapshot (every `snapshot_entries_max`
+    /// entries or `snapshot_bytes_max` bytes applied, see
+    /// `raft_core::Config`); the log up to it is then compacted. The default
+    /// returns nothing, which is only right for a state machine that keeps
+    /// no state: override it together with [`StateMachine::restore`].
     fn snapshot(&mut self) -> Vec<u8> {
         Vec::new()
     }
 
-    /// Replaces the state with a snapshot's data. Called on start only when
-    /// the data directory holds a snapshot with an index above 0, which
-    /// nothing creates yet.
+    /// Replaces the whole state with a snapshot's data: on start when the
+    /// data directory holds a snapshot, and when the leader sends one to a
+    /// node too far behind. Entries after the snapshot are applied next.
     fn restore(&mut self, data: &[u8]) {
         let _ = data;
     }
@@ -151,7 +155,7 @@ impl RaftNode {
                 return Ok((storage, restored, None));
             }
             let data = if recovered.restored.snapshot.index > 0 {
-                storage.read_snapshot()?.map(|(_, data)| data)
+                storage.read_snapshot()?.map(|(_, data)| Bytes::from(data))
             } else {
                 None
             };
@@ -163,22 +167,32 @@ impl RaftNode {
         let first_applied = restored.snapshot.index;
         let node = Node::new(options.config.clone(), restored)?;
         let connect: Arc<dyn Connect> = Arc::new(connect);
-        if let Some(data) = snapshot_data {
-            state_machine.restore(&data);
-        }
+        let snapshot = match snapshot_data {
+            Some(data) => {
+                state_machine.restore(&data);
+                Some(LocalSnapshot::new(node.snapshot_meta().clone(), data))
+            }
+            None => None,
+        };
 
-        let (persist_tx, persist_rx) = std::sync::mpsc::channel::<Vec<Persist>>();
+        let (persist_tx, persist_rx) = std::sync::mpsc::channel::<StorageJob>();
         let (durable_tx, durable_rx) = mpsc::unbounded_channel();
         let storage_thread = std::thread::Builder::new()
             .name(format!("raft-storage-{id}"))
-            .spawn(move || storage_loop(storage, persist_rx, durable_tx))
+            .spawn({
+                let durable_tx = durable_tx.clone();
+                move || storage_loop(storage, persist_rx, durable_tx)
+            })
             .map_err(|e| Error::Storage(StorageError::Io { path: options.data_dir.clone(), source: e }))?;
 
         let (applied_tx, applied_rx) = watch::channel(first_applied);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let apply_thread = std::thread::Builder::new()
             .name(format!("raft-apply-{id}"))
-            .spawn(move || apply_loop(state_machine, apply_rx, applied_tx))
+            .spawn({
+                let to_storage = persist_tx.clone();
+                move || apply_loop(state_machine, apply_rx, applied_tx, first_applied, to_storage, durable_tx)
+            })
             .map_err(|e| Error::Storage(StorageError::Io { path: options.data_dir.clone(), source: e }))?;
 
         let (commands_tx, commands_rx) = mpsc::channel(options.inbox_max.max(1));
@@ -186,6 +200,7 @@ impl RaftNode {
             LeaderState { term: node.term(), leader: node.leader(), is_leader: node.role() == Role::Leader };
         let (leader_tx, leader_rx) = watch::channel(initial);
         let (stopped_tx, stopped_rx) = watch::channel(false);
+        let (snapshot_tx, snapshot_rx) = watch::channel(first_applied);
 
         let driver = Driver {
             node,
@@ -202,6 +217,11 @@ impl RaftNode {
             known_peers: options.peers.clone(),
             pending_config: None,
             pending_transfer: None,
+            chunk_max: options.config.bytes_per_message_max.max(1),
+            snapshot,
+            snapshot_tx,
+            incoming: None,
+            restoring: VecDeque::new(),
         };
         tokio::spawn(driver.run(
             options.tick,
@@ -225,23 +245,91 @@ impl RaftNode {
             leader: leader_rx,
             applied: applied_rx,
             stopped: stopped_rx,
+            snapshot: snapshot_rx,
         })
+    }
+}
+
+/// Work for the storage thread, done in order.
+enum StorageJob {
+    /// `Persist`s and installed snapshots, made durable in order; answered
+    /// by one [`Durable::Batch`].
+    Batch(Vec<StorageOp>),
+    /// A snapshot the state machine took; answered by [`Durable::Snapshot`].
+    Snapshot(SnapshotMeta, Bytes),
+}
+
+enum StorageOp {
+    Persist(Persist),
+    /// A snapshot received from the leader (`Action::RestoreSnapshot`).
+    Install(SnapshotMeta, Bytes),
+}
+
+/// What the storage (and apply) thread tells the node task.
+enum Durable {
+    Batch(Result<(), StorageError>),
+    /// A taken snapshot was saved (`Some`), or was not (`None`: stale, or
+    /// the state machine was not at its index); report it to the core.
+    Snapshot(Index, Option<LocalSnapshot>),
+    Failed(StorageError),
+}
+
+fn write_ops(storage: &mut FileStorage, ops: Vec<StorageOp>) -> Result<(), StorageError> {
+    let mut run = Vec::new();
+    for op in ops {
+        match op {
+            StorageOp::Persist(persist) => run.push(persist),
+            StorageOp::Install(meta, data) => {
+                if !run.is_empty() {
+                    storage.write_batch(&std::mem::take(&mut run))?;
+                }
+                storage.save_snapshot(&meta, &data)?;
+            }
+        }
+    }
+    if run.is_empty() {
+        Ok(())
+    } else {
+        storage.write_batch(&run)
     }
 }
 
 fn storage_loop(
     mut storage: FileStorage,
-    batches: std::sync::mpsc::Receiver<Vec<Persist>>,
-    durable: mpsc::UnboundedSender<Result<(), StorageError>>,
+    jobs: std::sync::mpsc::Receiver<StorageJob>,
+    durable: mpsc::UnboundedSender<Durable>,
 ) {
     // The node task sends one batch at a time and gathers everything that
     // arrives meanwhile into the next one: one fdatasync per batch.
-    for batch in batches {
-        let result = storage.write_batch(&batch);
-        let failed = result.is_err();
-        if durable.send(result).is_err() || failed {
+    for job in jobs {
+        let message = match job {
+            StorageJob::Batch(ops) => Durable::Batch(write_ops(&mut storage, ops)),
+            StorageJob::Snapshot(meta, data) => match storage.save_snapshot(&meta, &data) {
+                Ok(()) => Durable::Snapshot(meta.index, Some(LocalSnapshot::new(meta, data))),
+                // An installed snapshot overtook it: nothing to compact.
+                Err(StorageError::StaleSnapshot { .. }) => Durable::Snapshot(meta.index, None),
+                Err(e) => Durable::Failed(e),
+            },
+        };
+        let failed = matches!(message, Durable::Batch(Err(_)) | Durable::Failed(_));
+        if durable.send(message).is_err() || failed {
             break;
         }
+    }
+}
+
+/// The newest snapshot this node holds, kept in memory to send to followers.
+#[derive(Clone)]
+struct LocalSnapshot {
+    meta: SnapshotMeta,
+    data: Bytes,
+    checksum: u32,
+}
+
+impl LocalSnapshot {
+    fn new(meta: SnapshotMeta, data: Bytes) -> Self {
+        let checksum = raft_core::crc32c(0, &data);
+        LocalSnapshot { meta, data, checksum }
     }
 }
 
@@ -254,16 +342,49 @@ enum ApplyMsg {
     },
     Entries(Vec<Entry>),
     Lost(Lost),
+    /// Take a snapshot as of `meta.index` and have it saved.
+    TakeSnapshot(SnapshotMeta),
+    /// Replace the state with this snapshot.
+    Restore(SnapshotMeta, Bytes),
 }
 
 fn apply_loop(
     mut state_machine: impl StateMachine,
     mut inbox: mpsc::UnboundedReceiver<ApplyMsg>,
     applied: watch::Sender<Index>,
+    mut last_applied: Index,
+    storage: std::sync::mpsc::Sender<StorageJob>,
+    durable: mpsc::UnboundedSender<Durable>,
 ) {
     let mut waiters: BTreeMap<Index, (Term, oneshot::Sender<Result<Bytes, Error>>)> = BTreeMap::new();
     while let Some(msg) = inbox.blocking_recv() {
         match msg {
+            ApplyMsg::TakeSnapshot(meta) => {
+                if meta.index == last_applied {
+                    let data = Bytes::from(state_machine.snapshot());
+                    let _ = storage.send(StorageJob::Snapshot(meta, data));
+                } else {
+                    tracing::warn!(
+                        index = meta.index,
+                        last_applied,
+                        "snapshot asked at another index: skipped"
+                    );
+                    let _ = durable.send(Durable::Snapshot(meta.index, None));
+                }
+            }
+            ApplyMsg::Restore(meta, data) => {
+                state_machine.restore(&data);
+                last_applied = meta.index;
+                // Proposals inside the snapshot: whether they committed is
+                // unknown here.
+                let covered: Vec<Index> = waiters.range(..=meta.index).map(|(index, _)| *index).collect();
+                for index in covered {
+                    if let Some((_, reply)) = waiters.remove(&index) {
+                        let _ = reply.send(Err(Error::Timeout));
+                    }
+                }
+                applied.send_replace(meta.index);
+            }
             ApplyMsg::Register { index, term, reply } => {
                 if let Some((_, old)) = waiters.insert(index, (term, reply)) {
                     let _ = old.send(Err(Error::ProposalLost));
@@ -283,6 +404,7 @@ fn apply_loop(
             }
             ApplyMsg::Entries(entries) => {
                 let Some(last) = entries.last().map(|e| e.index) else { continue };
+                last_applied = last;
                 for entry in entries {
                     let response = match &entry.payload {
                         Payload::Command(command) => state_machine.apply(entry.index, command),
@@ -304,7 +426,7 @@ struct Driver {
     node: Node,
     connect: Arc<dyn Connect>,
     peers: HashMap<NodeId, (String, Box<dyn Peer>)>,
-    persist_tx: Option<std::sync::mpsc::Sender<Vec<Persist>>>,
+    persist_tx: Option<std::sync::mpsc::Sender<StorageJob>>,
     apply_tx: Option<mpsc::UnboundedSender<ApplyMsg>>,
     leader_tx: watch::Sender<LeaderState>,
     reads: HashMap<ReadId, oneshot::Sender<Result<Index, Error>>>,
@@ -321,6 +443,16 @@ struct Driver {
     pending_config: Option<oneshot::Sender<Result<Index, Error>>>,
     /// The leadership transfer waiting for its target to lead.
     pending_transfer: Option<(NodeId, oneshot::Sender<Result<(), Error>>)>,
+    /// Largest snapshot chunk in one message.
+    chunk_max: usize,
+    /// The newest snapshot, to send to followers that are too far behind.
+    snapshot: Option<LocalSnapshot>,
+    /// Its index, for [`RaftHandle::snapshot_index`].
+    snapshot_tx: watch::Sender<Index>,
+    /// A snapshot being received from the leader.
+    incoming: Option<(SnapshotMeta, Vec<u8>)>,
+    /// Data of the `RestoreSnapshot`s held until their batch is durable.
+    restoring: VecDeque<Bytes>,
 }
 
 impl fmt::Debug for Driver {
@@ -338,7 +470,7 @@ impl Driver {
         mut self,
         tick: Duration,
         mut commands: mpsc::Receiver<Command>,
-        mut durable: mpsc::UnboundedReceiver<Result<(), StorageError>>,
+        mut durable: mpsc::UnboundedReceiver<Durable>,
         storage_thread: std::thread::JoinHandle<()>,
         apply_thread: std::thread::JoinHandle<()>,
         stopped: watch::Sender<bool>,
@@ -349,8 +481,16 @@ impl Driver {
             tokio::select! {
                 biased;
                 result = durable.recv() => match result {
-                    Some(Ok(())) => self.on_durable(),
-                    Some(Err(e)) => {
+                    Some(Durable::Batch(Ok(()))) => self.on_durable(),
+                    Some(Durable::Snapshot(index, saved)) => {
+                        if let Some(saved) = saved {
+                            tracing::info!(node = self.node.id(), index, bytes = saved.data.len(), "snapshot saved");
+                            self.snapshot_tx.send_replace(index);
+                            self.snapshot = Some(saved);
+                        }
+                        self.step(Input::SnapshotTaken { index });
+                    }
+                    Some(Durable::Batch(Err(e)) | Durable::Failed(e)) => {
                         tracing::error!(node = self.node.id(), "storage failed, stopping the node: {e}");
                         break 'run;
                     }
@@ -482,7 +622,8 @@ impl Driver {
             return true;
         }
         let mut actions = std::mem::take(&mut self.queued);
-        let Some(first_persist) = actions.iter().position(|a| matches!(a, Action::Persist(_))) else {
+        let durable = |a: &Action| matches!(a, Action::Persist(_) | Action::RestoreSnapshot { .. });
+        let Some(first_persist) = actions.iter().position(durable) else {
             for action in actions {
                 self.execute(action);
             }
@@ -495,12 +636,25 @@ impl Driver {
         let mut batch = Vec::new();
         for action in rest {
             match action {
-                Action::Persist(persist) => batch.push(persist),
+                Action::Persist(persist) => batch.push(StorageOp::Persist(persist)),
+                // Buffering a chunk in memory needs no ordering: do it now,
+                // so a RestoreSnapshot later in this batch has its data.
+                Action::SnapshotChunk { meta, offset, data, done } => {
+                    self.store_chunk(meta, offset, data, done)
+                }
+                Action::RestoreSnapshot { meta } => {
+                    // Saved in this batch, in order; the state machine is
+                    // restored once the batch is durable.
+                    let Some(data) = self.take_incoming(&meta) else { return false };
+                    batch.push(StorageOp::Install(meta.clone(), data.clone()));
+                    self.restoring.push_back(data);
+                    self.held.push(Action::RestoreSnapshot { meta });
+                }
                 other => self.held.push(other),
             }
         }
         match &self.persist_tx {
-            Some(tx) if tx.send(batch).is_ok() => {
+            Some(tx) if tx.send(StorageJob::Batch(batch)).is_ok() => {
                 self.in_flight = true;
                 true
             }
@@ -564,16 +718,103 @@ impl Driver {
                     let _ = reply.send(Err(Error::from_transfer(error)));
                 }
             }
+            Action::SnapshotNeeded { meta } => {
+                if let Some(apply) = &self.apply_tx {
+                    let _ = apply.send(ApplyMsg::TakeSnapshot(meta));
+                }
+            }
+            Action::SendSnapshotChunk { to, term, meta, offset } => self.send_chunk(to, term, &meta, offset),
+            Action::SnapshotChunk { meta, offset, data, done } => self.store_chunk(meta, offset, data, done),
+            Action::RestoreSnapshot { meta } => {
+                // Only ever held behind its own durable write (see dispatch).
+                let Some(data) = self.restoring.pop_front() else {
+                    tracing::error!(node = self.node.id(), index = meta.index, "restore without data");
+                    return;
+                };
+                tracing::info!(
+                    node = self.node.id(),
+                    index = meta.index,
+                    "installing a snapshot from the leader"
+                );
+                self.snapshot = Some(LocalSnapshot::new(meta.clone(), data.clone()));
+                self.snapshot_tx.send_replace(meta.index);
+                if let Some(apply) = &self.apply_tx {
+                    let _ = apply.send(ApplyMsg::Restore(meta, data));
+                }
+            }
             Action::MembershipChanged { membership, index } => {
                 tracing::info!(node = self.node.id(), index, ?membership, "configuration changed");
                 // Stop the senders of nodes that are gone.
                 let known = &self.known_peers;
                 self.peers.retain(|id, _| membership.contains(*id) || known.contains_key(id));
             }
-            // Replied to when stepped; Persists never reach here. Snapshots:
-            // this runtime never answers SnapshotNeeded, so the core never
-            // compacts and never needs to send or install one.
+            // Replied to when stepped; Persists never reach here.
             _ => {}
+        }
+    }
+
+    /// Sends the chunk of our snapshot at `offset` (the core asks for one
+    /// chunk at a time and resumes from what the follower acknowledges).
+    fn send_chunk(&mut self, to: NodeId, term: Term, meta: &SnapshotMeta, offset: u64) {
+        let Some(snapshot) = self.snapshot.as_ref().filter(|s| s.meta.index == meta.index) else {
+            tracing::warn!(
+                node = self.node.id(),
+                to,
+                index = meta.index,
+                "asked to send a snapshot it does not hold"
+            );
+            return;
+        };
+        let len = snapshot.data.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(self.chunk_max).min(len);
+        let body = Body::InstallSnapshot {
+            meta: snapshot.meta.clone(),
+            offset,
+            data: snapshot.data.slice(start..end),
+            done: end == len,
+            checksum: snapshot.checksum,
+        };
+        let from = self.node.id();
+        self.send(Message { from, to, term, body });
+    }
+
+    fn store_chunk(&mut self, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) {
+        if offset == 0 {
+            self.incoming = Some((meta.clone(), Vec::new()));
+        }
+        match &mut self.incoming {
+            Some((current, buffer)) if current.index == meta.index && buffer.len() as u64 == offset => {
+                buffer.extend_from_slice(&data);
+                if done {
+                    tracing::debug!(
+                        node = self.node.id(),
+                        index = meta.index,
+                        bytes = buffer.len(),
+                        "snapshot received"
+                    );
+                }
+            }
+            _ => tracing::warn!(
+                node = self.node.id(),
+                index = meta.index,
+                offset,
+                "out-of-order snapshot chunk dropped"
+            ),
+        }
+    }
+
+    fn take_incoming(&mut self, meta: &SnapshotMeta) -> Option<Bytes> {
+        match self.incoming.take() {
+            Some((current, buffer)) if current.index == meta.index => Some(Bytes::from(buffer)),
+            _ => {
+                tracing::error!(
+                    node = self.node.id(),
+                    index = meta.index,
+                    "asked to restore a snapshot it did not receive; stopping"
+                );
+                None
+            }
         }
     }
 
@@ -607,6 +848,16 @@ mod tests {
         }
     }
 
+    fn persists(job: StorageJob) -> Vec<Persist> {
+        let StorageJob::Batch(ops) = job else { panic!("expected a batch") };
+        ops.into_iter()
+            .map(|op| match op {
+                StorageOp::Persist(p) => p,
+                StorageOp::Install(..) => panic!("unexpected snapshot install"),
+            })
+            .collect()
+    }
+
     /// The raft-core contract: nothing that follows a `Persist` runs before
     /// the storage thread reports the batch durable, and every `Persist`
     /// stepped meanwhile joins the next batch.
@@ -632,6 +883,11 @@ mod tests {
             known_peers: BTreeMap::new(),
             pending_config: None,
             pending_transfer: None,
+            chunk_max: 1 << 20,
+            snapshot: None,
+            snapshot_tx: watch::channel(0).0,
+            incoming: None,
+            restoring: VecDeque::new(),
         };
         // Elect: the vote for itself is a Persist, and the RoleChanged after
         // it is held back until that write is acknowledged.
@@ -640,7 +896,7 @@ mod tests {
             assert!(driver.dispatch());
         }
         assert!(driver.in_flight);
-        let first: Vec<Persist> = persist_rx.try_recv().unwrap();
+        let first = persists(persist_rx.try_recv().unwrap());
         assert!(first.iter().any(|p| p.hard_state.is_some()));
         assert!(!leader_rx.borrow().is_leader, "role published before the vote was durable");
 
@@ -656,7 +912,7 @@ mod tests {
         driver.on_durable();
         assert!(leader_rx.borrow().is_leader);
         assert!(driver.dispatch());
-        let second: Vec<Persist> = persist_rx.try_recv().unwrap();
+        let second = persists(persist_rx.try_recv().unwrap());
         let entries: usize = second.iter().map(|p| p.entries.len()).sum();
         assert!(entries >= 2, "both proposals in one batch: {second:?}");
         let mut applied_early = false;

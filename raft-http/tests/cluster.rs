@@ -36,6 +36,14 @@ impl StateMachine for Recorder {
         response.extend_from_slice(command);
         response.into()
     }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        postcard::to_allocvec(&*self.0.lock().unwrap()).unwrap()
+    }
+
+    fn restore(&mut self, data: &[u8]) {
+        *self.0.lock().unwrap() = postcard::from_bytes(data).unwrap();
+    }
 }
 
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
@@ -529,6 +537,81 @@ async fn membership_changes_and_leadership_transfer_from_any_node() {
     within("removing node 1", nodes[1].0.set_configuration(topology)).await.unwrap();
     let rest: Vec<&RaftHandle> = nodes.iter().skip(1).map(|(h, _)| h).collect();
     assert_eq!(propose(&rest, "after").await, Bytes::from("ok:after"));
+    for (handle, _) in &nodes {
+        handle.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_compact_the_log_catch_up_a_lagging_node_and_survive_restarts() {
+    let dirs = dirs(3);
+    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
+    let network = ChannelNetwork::new();
+    let options = |id: NodeId| {
+        let mut config = Config::new(id);
+        config.snapshot_entries_max = 20;
+        config.log_tail_entries = 5;
+        Options::new(config, dirs[id as usize - 1].path()).initial_membership(membership.clone())
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let recorder = Recorder::default();
+        let handle = RaftNode::start(options(id), recorder.clone(), network.clone()).await.unwrap();
+        network.register(id, handle.clone());
+        nodes.push((handle, recorder));
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
+    let leader = agreed_leader(&handles).await;
+    let lagging = (leader + 1) % 3;
+    propose(&handles, "first").await;
+    let recorder = nodes[lagging].1.clone();
+    until("the lagging node to apply the first command", || recorder.commands().len() == 1).await;
+
+    // One follower stops; the others commit far past the snapshot interval.
+    network.unregister(lagging as NodeId + 1);
+    nodes[lagging].0.shutdown().await;
+    let alive: Vec<&RaftHandle> =
+        nodes.iter().enumerate().filter(|(i, _)| *i != lagging).map(|(_, (h, _))| h).collect();
+    for i in 0..100 {
+        propose(&alive, &format!("c{i}")).await;
+    }
+    let leader_handle = nodes[leader].0.clone();
+    let mut compacted = false;
+    for _ in 0..200 {
+        let status = leader_handle.status().await.unwrap();
+        if status.first_index > 50 {
+            compacted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(compacted, "the leader never compacted its log");
+    let expected = nodes[leader].1.commands();
+    assert_eq!(expected.len(), 101);
+
+    // It comes back behind the leader's compacted log: a snapshot brings it up.
+    let id = lagging as NodeId + 1;
+    let fresh = Recorder::default();
+    let handle = RaftNode::start(options(id), fresh.clone(), network.clone()).await.unwrap();
+    network.register(id, handle.clone());
+    nodes[lagging] = (handle, fresh.clone());
+    until("the lagging node to catch up", || fresh.commands().len() == 101).await;
+    assert_eq!(fresh.commands(), expected);
+    let status = nodes[lagging].0.status().await.unwrap();
+    assert!(status.first_index > 2, "caught up without a snapshot: {status:?}");
+
+    // The leader restarts from its own snapshot plus the log after it.
+    let leader_id = leader as NodeId + 1;
+    network.unregister(leader_id);
+    nodes[leader].0.shutdown().await;
+    let again = Recorder::default();
+    let handle = RaftNode::start(options(leader_id), again.clone(), network.clone()).await.unwrap();
+    network.register(leader_id, handle.clone());
+    nodes[leader] = (handle, again.clone());
+    until("the restarted node to re-apply", || again.commands().len() >= 101).await;
+    assert_eq!(again.commands()[..101], expected[..]);
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
+    assert_eq!(propose(&handles, "last").await, Bytes::from("ok:last"));
     for (handle, _) in &nodes {
         handle.shutdown().await;
     }

@@ -156,6 +156,9 @@ pub(crate) struct ServeArgs {
     /// Largest value accepted, in bytes (at most 1 MiB minus 4 KiB: a command must fit one Raft message).
     #[arg(long, env = "RAFT_KV_MAX_VALUE_BYTES", default_value_t = 512 * 1024)]
     pub(crate) max_value_bytes: usize,
+    /// Take a snapshot (and compact the log) every N applied entries.
+    #[arg(long, env = "RAFT_KV_SNAPSHOT_ENTRIES", default_value_t = 100_000)]
+    pub(crate) snapshot_entries: u64,
     /// Log format.
     #[arg(long, env = "RAFT_KV_LOG_FORMAT", value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,

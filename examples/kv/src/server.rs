@@ -118,8 +118,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         http = http.secret(secret);
     }
     let connect = HttpConnect::new(http.clone()).map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let mut options =
-        Options::new(Config::new(args.id), &args.data_dir).tick(Duration::from_millis(args.tick_ms.max(1)));
+    let mut config = Config::new(args.id);
+    config.snapshot_entries_max = args.snapshot_entries.max(1);
+    config.log_tail_entries = config.log_tail_entries.min(args.snapshot_entries / 2);
+    config.validate().map_err(|e| e.to_string())?;
+    let mut options = Options::new(config, &args.data_dir).tick(Duration::from_millis(args.tick_ms.max(1)));
     if let Some(membership) = membership {
         options = options.initial_membership(membership);
     }
@@ -549,7 +552,8 @@ async fn status(State(state): State<Arc<AppState>>) -> Response {
             "commit": status.commit_index,
             "applied": state.handle.applied_index(),
             "last_index": status.last_index,
-            "snapshot_index": status.first_index.saturating_sub(1),
+            "snapshot_index": state.handle.snapshot_index(),
+            "first_index": status.first_index,
             "keys": state.kv().len(),
         })),
         Err(e) => raft_error(&e).1,
@@ -690,6 +694,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.handle.applied_index(),
     );
     gauge("raft_last_index", "Last index in the log.", status.last_index);
+    gauge("raft_first_index", "First index in the in-memory log (after compaction).", status.first_index);
+    gauge("raft_snapshot_index", "Last index in this node's newest snapshot.", state.handle.snapshot_index());
     let (keys, sessions) = {
         let kv = state.kv();
         (kv.len() as u64, kv.sessions() as u64)

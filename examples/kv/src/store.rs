@@ -5,7 +5,8 @@
 //! it returns a postcard-encoded [`Outcome`]. Everything here is a pure
 //! function of the log, so every node reaches the same map and the same
 //! session table, and a restarted node (which re-applies its log from the
-//! start: raft-core takes no snapshots yet) rebuilds both.
+//! last snapshot) rebuilds both. Snapshots ([`Kv::snapshot`]) hold the map,
+//! the sessions in their order and the applied index.
 //!
 //! # Sessions (`Idempotency-Key`)
 //!
@@ -75,13 +76,13 @@ impl Outcome {
 }
 
 /// A stored value and the log index of its last write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Value {
     pub(crate) data: Bytes,
     pub(crate) modify_index: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Session {
     digest: u32,
     outcome: Outcome,
@@ -113,6 +114,30 @@ impl Kv {
     #[cfg(test)]
     pub(crate) fn applied(&self) -> u64 {
         self.applied
+    }
+
+    /// The whole state, postcard-encoded.
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
+        let image = Image {
+            applied: self.applied,
+            map: self.map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+            sessions: self
+                .session_order
+                .iter()
+                .filter_map(|k| Some((k.as_str(), self.sessions.get(k)?)))
+                .collect(),
+        };
+        postcard::to_allocvec(&image).expect("the state always encodes")
+    }
+
+    /// Replaces the state with a [`Kv::snapshot`].
+    pub(crate) fn restore(&mut self, data: &[u8]) -> Result<(), postcard::Error> {
+        let image: OwnedImage = postcard::from_bytes(data)?;
+        self.applied = image.applied;
+        self.map = image.map.into_iter().collect();
+        self.session_order = image.sessions.iter().map(|(k, _)| k.clone()).collect();
+        self.sessions = image.sessions.into_iter().collect();
+        Ok(())
     }
 
     /// Applies the entry at `index`.
@@ -163,6 +188,21 @@ impl Kv {
     }
 }
 
+#[derive(Serialize)]
+struct Image<'a> {
+    applied: u64,
+    map: Vec<(&'a str, &'a Value)>,
+    /// Oldest first.
+    sessions: Vec<(&'a str, &'a Session)>,
+}
+
+#[derive(Deserialize)]
+struct OwnedImage {
+    applied: u64,
+    map: Vec<(String, Value)>,
+    sessions: Vec<(String, Session)>,
+}
+
 /// The [`StateMachine`] raft-http applies to: a shared [`Kv`] that the HTTP
 /// handlers read.
 #[derive(Clone, Debug, Default)]
@@ -175,6 +215,22 @@ impl StateMachine for KvMachine {
             Err(poisoned) => poisoned.into_inner().apply(index, command),
         };
         postcard::to_allocvec(&outcome).expect("outcomes always encode").into()
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        match self.0.read() {
+            Ok(kv) => kv.snapshot(),
+            Err(poisoned) => poisoned.into_inner().snapshot(),
+        }
+    }
+
+    fn restore(&mut self, data: &[u8]) {
+        let mut kv = self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A snapshot this program wrote and whose checksum was verified: if
+        // it does not decode, continuing would serve wrong data.
+        if let Err(e) = kv.restore(data) {
+            panic!("cannot restore the key-value snapshot: {e}");
+        }
     }
 }
 
@@ -224,6 +280,24 @@ mod tests {
         // A cas failure is remembered as such.
         assert_eq!(kv.apply(6, &put("k", "x", Some(0), Some("req-2"))), Outcome::CasMismatch { current: 3 });
         assert_eq!(kv.apply(7, &put("k", "x", Some(0), Some("req-2"))), Outcome::CasMismatch { current: 3 });
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_map_and_the_sessions_in_order() {
+        let mut kv = Kv::default();
+        kv.apply(2, &put("a", "1", None, Some("s1")));
+        kv.apply(3, &put("b", "2", None, None));
+        kv.apply(4, &put("a", "3", None, Some("s2")));
+        kv.apply(5, &delete("b", None));
+        let mut copy = Kv::default();
+        copy.restore(&kv.snapshot()).unwrap();
+        assert_eq!(copy.get("a"), kv.get("a"));
+        assert_eq!(copy.get("b"), None);
+        assert_eq!((copy.len(), copy.sessions(), copy.applied()), (1, 2, 5));
+        assert_eq!(copy.session_order, kv.session_order);
+        // The sessions still deduplicate after the restore.
+        assert_eq!(copy.apply(6, &put("a", "1", None, Some("s1"))), Outcome::Written { index: 2 });
+        assert!(copy.restore(b"\xff").is_err());
     }
 
     #[test]

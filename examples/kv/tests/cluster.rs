@@ -22,6 +22,8 @@ struct Node {
     client_port: u16,
     data_dir: PathBuf,
     child: Option<Child>,
+    /// More `serve` flags.
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -50,6 +52,7 @@ impl Node {
             .args(["--initial-cluster", initial_cluster])
             .args(["--cluster-secret", "test-secret", "--log-level", "info", "--exit-with-parent"])
             .args(if join { &["--join"][..] } else { &[] })
+            .args(&self.extra)
             .stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -84,6 +87,10 @@ impl Drop for Cluster {
 
 impl Cluster {
     async fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    async fn start_with(n: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
@@ -92,6 +99,7 @@ impl Cluster {
                 client_port: free_port(),
                 data_dir: dir.path().join(format!("node-{id}")),
                 child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
             })
             .collect();
         let initial_cluster: Vec<String> =
@@ -378,6 +386,7 @@ async fn a_joining_node_is_added_takes_the_lead_and_an_old_one_is_removed() {
         client_port: free_port(),
         data_dir: dir.join("node-4"),
         child: None,
+        extra: Vec::new(),
     };
     let members = cluster.initial_cluster.clone();
     joiner.spawn_with(&members, &dir, true);
@@ -427,6 +436,60 @@ async fn a_joining_node_is_added_takes_the_lead_and_an_old_one_is_removed() {
     let voters = json(&view)["voters"].as_array().unwrap().clone();
     let ids: Vec<u64> = voters.iter().map(|m| m["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, vec![2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_far_behind_catches_up_from_a_snapshot_with_its_sessions() {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-entries", "20"]).await;
+    let http = cluster.http.clone();
+    let leader = cluster.leader().await;
+    let behind = (leader + 1) % 3;
+    let keyed = |node: &Node| {
+        http.put(format!("{}/v1/kv/once", node.url())).header("Idempotency-Key", "op-1").body("first")
+    };
+    let (status, _, first) = cluster.send(keyed(&cluster.nodes[leader])).await;
+    assert_eq!(status, 200);
+    let first = json(&first)["index"].as_u64().unwrap();
+    cluster.nodes[behind].kill9();
+
+    // Far more entries than the snapshot interval while it is down: the
+    // others compact their logs past everything it has.
+    let writer = (leader + 2) % 3;
+    for i in 0..120 {
+        put_acked(&cluster, if i % 2 == 0 { leader } else { writer }, &format!("s{i}"), &format!("v{i}"))
+            .await;
+    }
+    put_acked(&cluster, leader, "once", "overwritten").await;
+    // The leader's log no longer holds what the stopped node lacks, so only
+    // a snapshot can bring it up.
+    let start = Instant::now();
+    loop {
+        let status = cluster.status(&cluster.nodes[leader]).await.unwrap();
+        if status["first_index"].as_u64().unwrap() > first + 1 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the leader never compacted: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let initial_cluster = cluster.initial_cluster.clone();
+    let logs = cluster.dir.path().to_owned();
+    cluster.nodes[behind].spawn(&initial_cluster, &logs);
+    let start = Instant::now();
+    let probe = format!("{}/v1/kv/s119?consistency=stale", cluster.nodes[behind].url());
+    while !http.get(&probe).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(start.elapsed() < DEADLINE, "the node never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in (0..120).step_by(7) {
+        let (status, _, body) = cluster.get(behind, &format!("s{i}?consistency=stale")).await;
+        assert_eq!((status, body), (200, format!("v{i}").into_bytes()));
+    }
+    // The session came with the snapshot: a retry through it applies nothing.
+    let (status, _, retry) = cluster.send(keyed(&cluster.nodes[behind])).await;
+    assert_eq!((status, json(&retry)["index"].as_u64()), (200, Some(first)));
+    let (_, _, value) = cluster.get(behind, "once").await;
+    assert_eq!(value, b"overwritten");
 }
 
 fn process_exists(pid: u32) -> bool {
