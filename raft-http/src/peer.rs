@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::{Message, NodeId};
+use raft_core::{Body, Message, NodeId};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
@@ -228,10 +228,14 @@ impl Connect for HttpConnect {
 /// A peer reached over HTTP. One tokio task per peer POSTs its queued
 /// messages, coalesced into one postcard-encoded `Vec<Message>` per request,
 /// one request at a time: a slow or dead peer fills only its own queue
-/// (then drops), never anyone else's. Dropping the `HttpPeer` ends its task.
+/// (then drops), never anyone else's. Snapshot chunks (up to
+/// `bytes_per_message_max` each) go through a second task, one chunk per
+/// request, so that they never hold up heartbeats and votes. Dropping the
+/// `HttpPeer` ends both tasks.
 #[derive(Debug)]
 pub struct HttpPeer {
     queue: mpsc::Sender<Message>,
+    snapshots: mpsc::Sender<Message>,
 }
 
 impl HttpPeer {
@@ -239,15 +243,20 @@ impl HttpPeer {
     /// inside a tokio runtime.
     pub fn spawn(id: NodeId, address: &str, options: HttpOptions, client: reqwest::Client) -> Self {
         let (queue, rx) = mpsc::channel(options.queue_max.max(1));
+        let (snapshots, snapshot_rx) = mpsc::channel(2);
         let url = forward::url(address, "/raft/messages");
+        let chunk_options = HttpOptions { batch_messages_max: 1, ..options.clone() };
+        tokio::spawn(sender(id, url.clone(), chunk_options, client.clone(), snapshot_rx));
         tokio::spawn(sender(id, url, options, client, rx));
-        HttpPeer { queue }
+        HttpPeer { queue, snapshots }
     }
 }
 
 impl Peer for HttpPeer {
     fn send(&self, message: Message) {
-        if self.queue.try_send(message).is_err() {
+        let queue =
+            if matches!(message.body, Body::InstallSnapshot { .. }) { &self.snapshots } else { &self.queue };
+        if queue.try_send(message).is_err() {
             tracing::trace!("peer queue full or closed: message dropped");
         }
     }

@@ -551,6 +551,8 @@ async fn snapshots_compact_the_log_catch_up_a_lagging_node_and_survive_restarts(
         let mut config = Config::new(id);
         config.snapshot_entries_max = 20;
         config.log_tail_entries = 5;
+        // Snapshots of this size (about 700 bytes) travel in several chunks.
+        config.bytes_per_message_max = 128;
         Options::new(config, dirs[id as usize - 1].path()).initial_membership(membership.clone())
     };
     let mut nodes = Vec::new();
