@@ -33,8 +33,14 @@ impl FaultKinds {
     pub const ALL: FaultKinds =
         FaultKinds { network: true, partition: true, crash: true, pause: true, disk: true, membership: true };
     /// No faults.
-    pub const NONE: FaultKinds =
-        FaultKinds { network: false, partition: false, crash: false, pause: false, disk: false, membership: false };
+    pub const NONE: FaultKinds = FaultKinds {
+        network: false,
+        partition: false,
+        crash: false,
+        pause: false,
+        disk: false,
+        membership: false,
+    };
 }
 
 impl FromStr for FaultKinds {

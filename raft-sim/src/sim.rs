@@ -677,7 +677,9 @@ impl Sim {
                 }
                 Action::SnapshotChunk { offset, data, .. } => self.snapshot_chunk(i, offset, data),
                 Action::RestoreSnapshot { meta } => self.restore_snapshot(i, meta),
-                Action::ConfigChangeCompleted { index } => self.config_event(i, ConfigEvent::Completed(index)),
+                Action::ConfigChangeCompleted { index } => {
+                    self.config_event(i, ConfigEvent::Completed(index))
+                }
                 Action::ConfigChangeFailed { error } => self.config_event(i, ConfigEvent::Failed(error)),
                 Action::TransferFailed { error } => self.config_event(i, ConfigEvent::TransferFailed(error)),
                 _ => {}

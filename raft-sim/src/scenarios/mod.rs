@@ -4,12 +4,12 @@
 
 /// Section C: the classic lab tests.
 pub mod lab;
+/// Sections B4-B6: membership changes and leadership transfer.
+pub mod membership;
 /// Section B: the paper's figures.
 pub mod paper;
 /// Section B8: clients (exactly once, reads).
 pub mod reads;
-/// Sections B4-B6: membership changes and leadership transfer.
-pub mod membership;
 /// Section B7 and the lab snapshot tests: compaction and InstallSnapshot.
 pub mod snapshot;
 
