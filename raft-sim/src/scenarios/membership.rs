@@ -3,7 +3,7 @@
 
 use raft_core::{Body, ConfigChangeError, Message, NodeId, Payload, Role, TransferError};
 
-use super::{ensure, Outcome, Scenario};
+use super::{elect, ensure, no_violation, Outcome, Scenario};
 use crate::sim::{topology, ConfigEvent, Sim, SimOptions};
 
 pub(crate) const SCENARIOS: &[Scenario] = &[
@@ -20,13 +20,6 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     ("transfer_during_joint", transfer_during_joint),
 ];
 
-pub(crate) fn no_violation(sim: &Sim) -> Outcome {
-    match sim.violation() {
-        None => Ok(()),
-        Some(v) => Err(format!("invariant broken: {v}")),
-    }
-}
-
 /// A scripted cluster of `n` voters (section 5 elections).
 pub(crate) fn scripted(n: usize) -> Sim {
     let mut opts = SimOptions::scripted(n);
@@ -40,19 +33,6 @@ pub(crate) fn timed(n: usize, tune: impl FnOnce(&mut SimOptions)) -> Sim {
     opts.trace = super::trace_mode();
     tune(&mut opts);
     Sim::new(opts)
-}
-
-/// Scripted: campaigns `id` and delivers what `keep` allows until it leads.
-pub(crate) fn elect(sim: &mut Sim, id: NodeId, mut keep: impl FnMut(&Message) -> bool) -> Outcome {
-    for _ in 0..4 {
-        sim.campaign(id);
-        sim.deliver_where(&mut keep);
-        no_violation(sim)?;
-        if sim.node(id).role() == Role::Leader {
-            return Ok(());
-        }
-    }
-    Err(format!("node {id} did not win an election"))
 }
 
 /// Timed: runs `ms` and returns the leader.

@@ -16,6 +16,32 @@ pub mod snapshot;
 /// A scenario's outcome.
 pub type Outcome = Result<(), String>;
 
+/// Fails with the first invariant the simulator's checker saw broken.
+pub(crate) fn no_violation(sim: &crate::Sim) -> Outcome {
+    match sim.violation() {
+        None => Ok(()),
+        Some(v) => Err(format!("invariant broken: {v}")),
+    }
+}
+
+/// Scripted: campaigns `id` and delivers what `keep` allows until it leads
+/// (at most 4 rounds).
+pub(crate) fn elect(
+    sim: &mut crate::Sim,
+    id: raft_core::NodeId,
+    mut keep: impl FnMut(&raft_core::Message) -> bool,
+) -> Outcome {
+    for _ in 0..4 {
+        sim.campaign(id);
+        sim.deliver_where(&mut keep);
+        no_violation(sim)?;
+        if sim.node(id).role() == raft_core::Role::Leader {
+            return Ok(());
+        }
+    }
+    Err(format!("node {id} did not win an election"))
+}
+
 /// A named scenario.
 pub type Scenario = (&'static str, fn() -> Outcome);
 

@@ -1,7 +1,7 @@
 use bytes::Bytes;
 use raft_core::{Body, Config, Message, NodeId, Payload, Restored, Role, Term};
 
-use super::{ensure, Outcome, Scenario};
+use super::{elect, ensure, no_violation, Outcome, Scenario};
 use crate::sim::{restored_with_log, Sim, SimOptions};
 
 pub(crate) const SCENARIOS: &[Scenario] = &[
@@ -25,27 +25,6 @@ fn scripted(restored: Vec<Restored>, config: Config) -> Sim {
     opts.config = Config { pre_vote: false, check_quorum: false, ..config };
     opts.trace = super::trace_mode();
     Sim::new(opts)
-}
-
-fn no_violation(sim: &Sim) -> Outcome {
-    match sim.violation() {
-        None => Ok(()),
-        Some(v) => Err(format!("invariant broken: {v}")),
-    }
-}
-
-/// Campaigns node `id` until it leads (at most 4 rounds), delivering what
-/// `keep` allows after each campaign.
-fn elect(sim: &mut Sim, id: NodeId, mut keep: impl FnMut(&Message) -> bool) -> Outcome {
-    for _ in 0..4 {
-        sim.campaign(id);
-        sim.deliver_where(&mut keep);
-        no_violation(sim)?;
-        if sim.node(id).role() == Role::Leader {
-            return Ok(());
-        }
-    }
-    Err(format!("node {id} did not win an election"))
 }
 
 fn terms_of(sim: &Sim, id: NodeId) -> Vec<Term> {

@@ -1,7 +1,7 @@
 use bytes::Bytes;
 use raft_core::{Body, Message, NodeId, ReadPolicy, Role};
 
-use super::{ensure, Outcome, Scenario};
+use super::{elect, ensure, no_violation, Outcome, Scenario};
 use crate::kv::{Command, Op};
 use crate::sim::{ReadOutcome, Sim, SimOptions};
 
@@ -27,25 +27,6 @@ fn scripted(nodes: usize, raft_core_defaults: bool) -> Sim {
     opts.config.pre_vote = raft_core_defaults;
     opts.trace = super::trace_mode();
     Sim::new(opts)
-}
-
-fn no_violation(sim: &Sim) -> Outcome {
-    match sim.violation() {
-        None => Ok(()),
-        Some(v) => Err(format!("invariant broken: {v}")),
-    }
-}
-
-fn elect(sim: &mut Sim, id: NodeId, mut keep: impl FnMut(&Message) -> bool) -> Outcome {
-    for _ in 0..4 {
-        sim.campaign(id);
-        sim.deliver_where(&mut keep);
-        no_violation(sim)?;
-        if sim.node(id).role() == Role::Leader {
-            return Ok(());
-        }
-    }
-    Err(format!("node {id} did not win an election"))
 }
 
 /// Heartbeat rounds with delivery until `done` (at most `rounds`).

@@ -3,8 +3,8 @@
 
 use raft_core::{Body, NodeId, Role};
 
-use super::membership::{elect, no_violation, settle, timed};
-use super::{ensure, Outcome, Scenario};
+use super::membership::{settle, timed};
+use super::{elect, ensure, no_violation, Outcome, Scenario};
 use crate::network::NetConfig;
 use crate::sim::{topology, Sim, SimOptions};
 
