@@ -139,6 +139,8 @@ pub struct HttpOptions {
     pub queue_max: usize,
     /// Most messages coalesced into one request.
     pub batch_messages_max: usize,
+    /// Source address of outgoing connections (`None`: the system's choice).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl HttpOptions {
@@ -152,12 +154,19 @@ impl HttpOptions {
             connect_timeout: Duration::from_secs(1),
             queue_max: 4096,
             batch_messages_max: 256,
+            local_address: None,
         }
     }
 
     /// Sets the bearer secret.
     pub fn secret(mut self, secret: impl Into<String>) -> Self {
         self.secret = Some(secret.into());
+        self
+    }
+
+    /// Sets the source address of outgoing connections.
+    pub fn local_address(mut self, address: std::net::IpAddr) -> Self {
+        self.local_address = Some(address);
         self
     }
 }
@@ -176,6 +185,7 @@ impl HttpConnect {
         let client = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
+            .local_address(options.local_address)
             .build()?;
         Ok(HttpConnect { options, client })
     }

@@ -168,6 +168,21 @@ pub(crate) struct ServeArgs {
     /// Stop when standard input closes (used by `raft-kv local`, so no child outlives it).
     #[arg(long, hide = true)]
     pub(crate) exit_with_parent: bool,
+    /// Test-only (feature `jepsen-broken`): break the store on purpose.
+    #[cfg(feature = "jepsen-broken")]
+    #[arg(long, value_enum)]
+    pub(crate) jepsen_broken: Option<Broken>,
+}
+
+/// Deliberate bugs, compiled in only with the `jepsen-broken` feature, so
+/// that the fault harness can show it catches them.
+#[cfg(feature = "jepsen-broken")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Broken {
+    /// Every GET reads the local map without confirmation (stale reads).
+    StaleReads,
+    /// A PUT is acknowledged before it commits.
+    EarlyAck,
 }
 
 #[derive(Debug, Args)]

@@ -117,6 +117,14 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(secret) = secret {
         http = http.secret(secret);
     }
+    // On loopback, connect to peers from the raft address itself, so that
+    // nodes on distinct 127.x.y.z addresses can be told apart by source
+    // address (the fault harness partitions them with firewall rules).
+    if let Ok(address) = raft_listener.local_addr() {
+        if address.ip().is_loopback() {
+            http = http.local_address(address.ip());
+        }
+    }
     let connect = HttpConnect::new(http.clone()).map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let mut config = Config::new(args.id);
     config.snapshot_entries_max = args.snapshot_entries.max(1);
@@ -139,6 +147,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         kv,
         value_max: args.max_value_bytes,
         metrics: Metrics::default(),
+        #[cfg(feature = "jepsen-broken")]
+        broken: args.jepsen_broken,
     });
     let client_router = client_router(state);
     let raft_server = tokio::spawn(serve_until(raft_listener, raft_router, stop_rx.clone()));
@@ -234,6 +244,10 @@ struct AppState {
     kv: Arc<RwLock<Kv>>,
     value_max: usize,
     metrics: Metrics,
+    /// Test-only: a deliberately broken behaviour, to check that the fault
+    /// harness (examples/jepsen) catches it.
+    #[cfg(feature = "jepsen-broken")]
+    broken: Option<crate::Broken>,
 }
 
 impl AppState {
@@ -428,6 +442,8 @@ async fn kv_get(
     if let Some(name) = query.keys().find(|k| *k != "consistency") {
         return error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {name:?}"));
     }
+    #[cfg(feature = "jepsen-broken")]
+    let policy = if state.broken == Some(crate::Broken::StaleReads) { None } else { policy };
     if let Some(policy) = policy {
         if let Err(e) = state.handle.read_with(policy).await {
             state.metrics.read_errors.fetch_add(1, Ordering::Relaxed);
@@ -477,7 +493,14 @@ async fn kv_put(
             format!("the value is {} bytes; the limit is {}", value.len(), state.value_max),
         );
     }
-    write(&state, Command { idempotency_key, op: Op::Put { key, value, cas } }).await
+    let command = Command { idempotency_key, op: Op::Put { key, value, cas } };
+    #[cfg(feature = "jepsen-broken")]
+    if state.broken == Some(crate::Broken::EarlyAck) {
+        // Acknowledge before the write commits (and whatever its fate).
+        tokio::spawn(async move { write(&state, command).await });
+        return json_ok(json!({}));
+    }
+    write(&state, command).await
 }
 
 async fn kv_delete(

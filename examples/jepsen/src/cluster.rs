@@ -1,0 +1,377 @@
+//! The `raft-kv serve` processes and the firewall chain, each behind a guard
+//! that undoes everything when dropped (normal exit, error, panic, signal).
+
+use std::fs::{File, OpenOptions};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// One node: its address, directory and process (if running).
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    pub(crate) ip: Ipv4Addr,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    pub(crate) paused: bool,
+}
+
+/// The cluster under test. Dropping it kills every process it started.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    exe: PathBuf,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) raft_port: u16,
+    pub(crate) client_port: u16,
+    secret: String,
+    tick_ms: u64,
+    broken: Option<String>,
+    http: reqwest::blocking::Client,
+}
+
+/// Node `i`'s (0-based) address: 127.0.0.11, 127.0.0.12, ...
+pub(crate) fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 11 + i as u8)
+}
+
+impl Cluster {
+    pub(crate) fn new(
+        exe: &Path,
+        work: &Path,
+        count: usize,
+        raft_port: u16,
+        client_port: u16,
+        tick_ms: u64,
+        broken: Option<String>,
+    ) -> Result<Self, String> {
+        let nodes = (0..count)
+            .map(|i| {
+                let dir = work.join(format!("node-{}", i + 1));
+                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                Ok(Node {
+                    id: i as u64 + 1,
+                    ip: node_ip(i),
+                    log: work.join(format!("node-{}.log", i + 1)),
+                    dir,
+                    child: None,
+                    paused: false,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let secret = format!("jepsen-{}", std::process::id());
+        Ok(Cluster { exe: exe.to_owned(), nodes, raft_port, client_port, secret, tick_ms, broken, http })
+    }
+
+    pub(crate) fn raft_url(&self, i: usize) -> String {
+        format!("http://{}:{}", self.nodes[i].ip, self.raft_port)
+    }
+
+    pub(crate) fn client_url(&self, i: usize) -> String {
+        format!("http://{}:{}", self.nodes[i].ip, self.client_port)
+    }
+
+    fn initial_cluster(&self) -> String {
+        (0..self.nodes.len()).map(|i| format!("{}={}", i + 1, self.raft_url(i))).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts node `i` (it must not be running).
+    pub(crate) fn start(&mut self, i: usize) -> Result<(), String> {
+        let initial = self.initial_cluster();
+        let node = &self.nodes[i];
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut command = Command::new(&self.exe);
+        command
+            .arg("serve")
+            .arg("--id")
+            .arg(node.id.to_string())
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .arg("--listen-raft")
+            .arg(format!("{}:{}", node.ip, self.raft_port))
+            .arg("--listen-client")
+            .arg(format!("{}:{}", node.ip, self.client_port))
+            .arg("--initial-cluster")
+            .arg(initial)
+            .arg("--cluster-secret")
+            .arg(&self.secret)
+            .arg("--tick-ms")
+            .arg(self.tick_ms.to_string())
+            .arg("--log-level")
+            .arg("info")
+            .arg("--exit-with-parent")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        if let Some(mode) = &self.broken {
+            command.arg("--jepsen-broken").arg(mode);
+        }
+        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        let node = &mut self.nodes[i];
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    pub(crate) fn running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
+    /// SIGKILL and reap.
+    pub(crate) fn kill(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        if let Some(child) = &self.nodes[i].child {
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
+    pub(crate) fn pause(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+        self.nodes[i].paused = self.running(i);
+    }
+
+    pub(crate) fn resume(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+        self.nodes[i].paused = false;
+    }
+
+    /// Reports nodes that exited by themselves (a crash is a finding).
+    pub(crate) fn reap_exited(&mut self) -> Vec<(u64, String)> {
+        let mut exited = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((node.id, status.to_string()));
+                    node.child = None;
+                }
+            }
+        }
+        exited
+    }
+
+    pub(crate) fn status(&self, i: usize) -> Option<Value> {
+        let response = self.http.get(format!("{}/v1/status", self.client_url(i))).send().ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        serde_json::from_str(&response.text().ok()?).ok()
+    }
+
+    /// The leader most running nodes agree on (0-based index).
+    pub(crate) fn leader(&self) -> Option<usize> {
+        let mut votes = vec![0usize; self.nodes.len() + 1];
+        for i in 0..self.nodes.len() {
+            if !self.running(i) || self.nodes[i].paused {
+                continue;
+            }
+            if let Some(leader) = self.status(i).and_then(|s| s["leader"].as_u64()) {
+                if leader >= 1 && (leader as usize) <= self.nodes.len() {
+                    votes[leader as usize] += 1;
+                }
+            }
+        }
+        let (best, count) = votes.iter().enumerate().max_by_key(|(_, c)| **c)?;
+        (*count > 0).then(|| best - 1)
+    }
+
+    /// Waits until every node answers and all agree on the leader and their
+    /// applied index equals the commit index. Returns the time it took.
+    pub(crate) fn wait_converged(&self, timeout: Duration) -> Result<Duration, String> {
+        let start = std::time::Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < timeout {
+            let statuses: Vec<Option<Value>> = (0..self.nodes.len()).map(|i| self.status(i)).collect();
+            let ok = statuses.iter().all(|s| s.is_some());
+            if ok {
+                let leaders: Vec<_> =
+                    statuses.iter().map(|s| s.as_ref().unwrap()["leader"].as_u64()).collect();
+                let commits: Vec<_> =
+                    statuses.iter().map(|s| s.as_ref().unwrap()["commit"].as_u64()).collect();
+                let applied: Vec<_> =
+                    statuses.iter().map(|s| s.as_ref().unwrap()["applied"].as_u64()).collect();
+                if leaders[0].is_some()
+                    && leaders.iter().all(|l| *l == leaders[0])
+                    && commits.iter().all(|c| *c == commits[0])
+                    && applied == commits
+                {
+                    return Ok(start.elapsed());
+                }
+                last = format!("leaders {leaders:?}, commit {commits:?}, applied {applied:?}");
+            } else {
+                last = "not every node answers /v1/status".to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!("no convergence after {timeout:?}: {last}"))
+    }
+
+    /// Reads the topology from node `via`.
+    pub(crate) fn topology(&self, via: usize) -> Result<Value, String> {
+        let response = self
+            .http
+            .get(format!("{}/v1/cluster", self.client_url(via)))
+            .send()
+            .map_err(|e| format!("GET /v1/cluster: {e}"))?;
+        let text = response.text().map_err(|e| format!("GET /v1/cluster: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("GET /v1/cluster: {e}"))
+    }
+
+    /// Removes (`add == false`) or adds back node `target` through the client
+    /// API on node `via`, as `raft-kv cluster remove|add` does.
+    pub(crate) fn change_membership(&self, via: usize, target: usize, add: bool) -> Result<String, String> {
+        let mut topology = self.topology(via)?;
+        let id = self.nodes[target].id;
+        for list in ["voters", "learners"] {
+            if let Some(members) = topology[list].as_array_mut() {
+                members.retain(|m| m["id"] != id);
+            }
+        }
+        if add {
+            let members = topology["voters"].as_array_mut().ok_or("bad topology")?;
+            members.push(json!({ "id": id, "address": self.raft_url(target) }));
+        }
+        let body = json!({ "voters": topology["voters"], "learners": topology["learners"] });
+        let response = self
+            .http
+            .put(format!("{}/v1/cluster", self.client_url(via)))
+            .timeout(Duration::from_secs(8))
+            .body(body.to_string())
+            .send()
+            .map_err(|e| format!("PUT /v1/cluster: {e}"))?;
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("{status}: {}", text.trim()))
+        }
+    }
+
+    /// Voter ids as node `via` sees them.
+    pub(crate) fn voters(&self, via: usize) -> Option<Vec<u64>> {
+        let topology = self.topology(via).ok()?;
+        Some(topology["voters"].as_array()?.iter().filter_map(|m| m["id"].as_u64()).collect())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}
+
+/// The `RAFT_JEPSEN` chain, jumped to first from INPUT. Dropping it removes
+/// the jump and the chain.
+#[derive(Debug)]
+pub(crate) struct Firewall {
+    iptables: String,
+    port: u16,
+    rules: usize,
+}
+
+pub(crate) const CHAIN: &str = "RAFT_JEPSEN";
+
+impl Firewall {
+    fn run(iptables: &str, args: &[&str]) -> Result<(), String> {
+        let output = Command::new(iptables)
+            .arg("-w")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {iptables}: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{iptables} {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+        }
+    }
+
+    /// Checks that iptables works and sets up an empty chain.
+    pub(crate) fn new(iptables: &str, port: u16) -> Result<Self, String> {
+        Self::run(iptables, &["-L", "INPUT", "-n"]).map_err(|e| {
+            format!(
+                "iptables is not usable ({e}); partitions need root and iptables \
+                 (try --iptables iptables-legacy, or run with --no-partitions)"
+            )
+        })?;
+        let firewall = Firewall { iptables: iptables.to_owned(), port, rules: 0 };
+        firewall.remove_all();
+        Self::run(iptables, &["-N", CHAIN])?;
+        Self::run(iptables, &["-I", "INPUT", "1", "-j", CHAIN])?;
+        Ok(firewall)
+    }
+
+    /// Drops raft traffic from `from` to `to` (one direction).
+    pub(crate) fn block(&mut self, from: Ipv4Addr, to: Ipv4Addr) -> Result<(), String> {
+        let (from, to, port) = (from.to_string(), to.to_string(), self.port.to_string());
+        Self::run(
+            &self.iptables,
+            &["-A", CHAIN, "-s", &from, "-d", &to, "-p", "tcp", "--dport", &port, "-j", "DROP"],
+        )?;
+        self.rules += 1;
+        Ok(())
+    }
+
+    pub(crate) fn heal(&mut self) -> Result<(), String> {
+        self.rules = 0;
+        Self::run(&self.iptables, &["-F", CHAIN])
+    }
+
+    fn remove_all(&self) {
+        for _ in 0..16 {
+            if Self::run(&self.iptables, &["-D", "INPUT", "-j", CHAIN]).is_err() {
+                break;
+            }
+        }
+        let _ = Self::run(&self.iptables, &["-F", CHAIN]);
+        let _ = Self::run(&self.iptables, &["-X", CHAIN]);
+    }
+}
+
+impl Drop for Firewall {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
+}
+
+/// A log file that is kept for the report (the last lines of a node's log).
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut file) = File::open(path) else { return String::new() };
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut file, &mut text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Node {
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
