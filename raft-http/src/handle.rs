@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::forward::{self, Reply, Request};
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::peer::Connect;
 
 /// How many times [`RaftHandle::propose`] tries again after a leader change
@@ -51,6 +52,7 @@ pub(crate) struct Shared {
     pub(crate) connect: Arc<dyn Connect>,
     /// Addresses to use for nodes the membership does not list (yet).
     pub(crate) peers: BTreeMap<NodeId, String>,
+    pub(crate) metrics: Metrics,
 }
 
 /// A cheap, cloneable handle to a running node (see [`crate::RaftNode`]).
@@ -214,6 +216,7 @@ impl RaftHandle {
             tracing::debug!(node = self.shared.id, leader, "no address for the leader: cannot forward");
             return Err(Error::NoLeader);
         };
+        self.shared.metrics.0.proposals_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reply =
             self.shared.connect.forward(leader, address, forward::encode_request(request), timeout).await?;
         forward::decode_outcome(&reply)
@@ -282,6 +285,14 @@ impl RaftHandle {
     /// The index of the last entry applied to the state machine.
     pub fn applied_index(&self) -> Index {
         *self.applied.borrow()
+    }
+
+    /// The runtime's metrics as of now: role, term, commit and applied
+    /// index, proposal counters, batch sizes, storage (fsync) and proposal
+    /// latencies, peer round trips. Cheap (atomic loads); render with
+    /// [`MetricsSnapshot::to_prometheus`].
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
     }
 
     /// The core's full status.

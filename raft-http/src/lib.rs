@@ -28,6 +28,14 @@
 //!   `POST /raft/messages` and `POST /raft/forward`, checking a cluster id
 //!   and a bearer secret.
 //!
+//! Observability: [`RaftHandle::metrics`] reads the node's [`Metrics`]
+//! registry (term, role, commit and applied index, proposals, batch sizes,
+//! fsync and proposal latency, peer round trips, proposals in flight) as a
+//! [`MetricsSnapshot`], which renders as Prometheus text. Protocol
+//! milestones are `tracing` events at info level (elected, term changed,
+//! configuration changed, snapshot sent / installed, peer unreachable and
+//! reachable again).
+//!
 //! Membership: [`RaftHandle::set_configuration`] takes the complete
 //! topology and goes through joint consensus in the core;
 //! [`RaftHandle::transfer_leadership`] hands leadership over. Both work on
@@ -106,12 +114,14 @@
 mod error;
 mod forward;
 mod handle;
+mod metrics;
 mod peer;
 mod runtime;
 mod transport;
 
 pub use error::Error;
 pub use handle::{LeaderState, RaftHandle};
+pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};
 pub use peer::{ChannelNetwork, Connect, Forwarded, HttpConnect, HttpOptions, HttpPeer, Peer};
 pub use runtime::{Options, RaftNode, StateMachine};
 pub use transport::{Transport, CLUSTER_HEADER};

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_core::{Body, Message, NodeId};
@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::error::Error;
 use crate::forward;
 use crate::handle::RaftHandle;
+use crate::metrics::Metrics;
 
 /// The outcome of [`Connect::forward`]: the leader's encoded reply.
 pub type Forwarded = Pin<Box<dyn Future<Output = Result<Bytes, Error>> + Send + 'static>>;
@@ -56,6 +57,14 @@ pub trait Connect: Send + Sync + 'static {
     fn forward(&self, id: NodeId, address: &str, request: Bytes, timeout: Duration) -> Forwarded {
         let _ = (address, request, timeout);
         Box::pin(async move { Err(Error::NotLeader { leader_hint: id }) })
+    }
+
+    /// Called once by [`crate::RaftNode::start`] before any
+    /// [`Connect::connect`], with the node's metrics registry, so that peers
+    /// can record their requests ([`Metrics::record_peer_request`]) and drops.
+    /// The default ignores it.
+    fn attach_metrics(&self, metrics: Metrics) {
+        let _ = metrics;
     }
 }
 
@@ -177,6 +186,7 @@ impl HttpOptions {
 pub struct HttpConnect {
     options: HttpOptions,
     client: reqwest::Client,
+    metrics: Arc<OnceLock<Metrics>>,
 }
 
 impl HttpConnect {
@@ -187,13 +197,18 @@ impl HttpConnect {
             .timeout(options.request_timeout)
             .local_address(options.local_address)
             .build()?;
-        Ok(HttpConnect { options, client })
+        Ok(HttpConnect { options, client, metrics: Arc::new(OnceLock::new()) })
     }
 }
 
 impl Connect for HttpConnect {
     fn connect(&self, id: NodeId, address: &str) -> Box<dyn Peer> {
-        Box::new(HttpPeer::spawn(id, address, self.options.clone(), self.client.clone()))
+        let metrics = self.metrics.get().cloned();
+        Box::new(HttpPeer::spawn_with(id, address, self.options.clone(), self.client.clone(), metrics))
+    }
+
+    fn attach_metrics(&self, metrics: Metrics) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// `POST <address>/raft/forward` with the request as the body,
@@ -246,19 +261,30 @@ impl Connect for HttpConnect {
 pub struct HttpPeer {
     queue: mpsc::Sender<Message>,
     snapshots: mpsc::Sender<Message>,
+    metrics: Option<Metrics>,
 }
 
 impl HttpPeer {
     /// Starts the sender task for node `id` at `address`. Must be called
     /// inside a tokio runtime.
     pub fn spawn(id: NodeId, address: &str, options: HttpOptions, client: reqwest::Client) -> Self {
+        Self::spawn_with(id, address, options, client, None)
+    }
+
+    fn spawn_with(
+        id: NodeId,
+        address: &str,
+        options: HttpOptions,
+        client: reqwest::Client,
+        metrics: Option<Metrics>,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(options.queue_max.max(1));
         let (snapshots, snapshot_rx) = mpsc::channel(2);
         let url = forward::url(address, "/raft/messages");
         let chunk_options = HttpOptions { batch_messages_max: 1, ..options.clone() };
-        tokio::spawn(sender(id, url.clone(), chunk_options, client.clone(), snapshot_rx));
-        tokio::spawn(sender(id, url, options, client, rx));
-        HttpPeer { queue, snapshots }
+        tokio::spawn(sender(id, url.clone(), chunk_options, client.clone(), snapshot_rx, metrics.clone()));
+        tokio::spawn(sender(id, url, options, client, rx, metrics.clone()));
+        HttpPeer { queue, snapshots, metrics }
     }
 }
 
@@ -267,6 +293,9 @@ impl Peer for HttpPeer {
         let queue =
             if matches!(message.body, Body::InstallSnapshot { .. }) { &self.snapshots } else { &self.queue };
         if queue.try_send(message).is_err() {
+            if let Some(metrics) = &self.metrics {
+                metrics.record_dropped(1);
+            }
             tracing::trace!("peer queue full or closed: message dropped");
         }
     }
@@ -278,8 +307,11 @@ async fn sender(
     options: HttpOptions,
     client: reqwest::Client,
     mut rx: mpsc::Receiver<Message>,
+    metrics: Option<Metrics>,
 ) {
     let mut batch = Vec::new();
+    // Reported once per outage (warn), and when it ends (info).
+    let mut unreachable_since: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
         batch.clear();
         batch.push(first);
@@ -304,17 +336,36 @@ async fn sender(
         if let Some(secret) = &options.secret {
             request = request.bearer_auth(secret);
         }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => tracing::debug!(peer = id, status = %response.status(), "peer refused messages"),
+        let sent = Instant::now();
+        let result = request.send().await;
+        if let Some(metrics) = &metrics {
+            metrics.record_peer_request(id, batch.len(), sent.elapsed());
+        }
+        match result {
+            Ok(response) => {
+                if let Some(since) = unreachable_since.take() {
+                    tracing::info!(peer = id, down_for = ?since.elapsed(), "peer reachable again");
+                }
+                if !response.status().is_success() {
+                    tracing::debug!(peer = id, status = %response.status(), "peer refused messages");
+                }
+            }
             Err(e) => {
                 // What queued up meanwhile is stale; heartbeats and retries
                 // regenerate whatever still matters.
-                let mut dropped = 0usize;
+                let mut dropped = batch.len();
                 while rx.try_recv().is_ok() {
                     dropped += 1;
                 }
-                tracing::debug!(peer = id, dropped, "sending to peer failed: {e}");
+                if let Some(metrics) = &metrics {
+                    metrics.record_dropped(dropped);
+                }
+                if unreachable_since.is_none() {
+                    unreachable_since = Some(Instant::now());
+                    tracing::warn!(peer = id, url = %url, "peer unreachable: {}", error_chain(&e));
+                } else {
+                    tracing::debug!(peer = id, dropped, "sending to peer failed: {e}");
+                }
             }
         }
     }

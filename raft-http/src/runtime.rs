@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_core::{
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::Error;
 use crate::handle::{Command, LeaderState, RaftHandle, Shared};
+use crate::metrics::Metrics;
 use crate::peer::{Connect, Peer};
 
 /// The application's replicated state machine.
@@ -166,6 +168,11 @@ impl RaftNode {
         let (storage, restored, snapshot_data) = opened;
         let first_applied = restored.snapshot.index;
         let node = Node::new(options.config.clone(), restored)?;
+        let metrics = Metrics::new();
+        metrics.set_role(node.role(), node.term(), node.leader());
+        metrics.0.commit_index.store(node.commit_index(), Ordering::Relaxed);
+        metrics.0.applied_index.store(first_applied, Ordering::Relaxed);
+        connect.attach_metrics(metrics.clone());
         let connect: Arc<dyn Connect> = Arc::new(connect);
         let snapshot = match snapshot_data {
             Some(data) => {
@@ -181,7 +188,8 @@ impl RaftNode {
             .name(format!("raft-storage-{id}"))
             .spawn({
                 let durable_tx = durable_tx.clone();
-                move || storage_loop(storage, persist_rx, durable_tx)
+                let metrics = metrics.clone();
+                move || storage_loop(storage, persist_rx, durable_tx, metrics)
             })
             .map_err(|e| Error::Storage(StorageError::Io { path: options.data_dir.clone(), source: e }))?;
 
@@ -191,7 +199,18 @@ impl RaftNode {
             .name(format!("raft-apply-{id}"))
             .spawn({
                 let to_storage = persist_tx.clone();
-                move || apply_loop(state_machine, apply_rx, applied_tx, first_applied, to_storage, durable_tx)
+                let metrics = metrics.clone();
+                move || {
+                    apply_loop(
+                        state_machine,
+                        apply_rx,
+                        applied_tx,
+                        first_applied,
+                        to_storage,
+                        durable_tx,
+                        metrics,
+                    )
+                }
             })
             .map_err(|e| Error::Storage(StorageError::Io { path: options.data_dir.clone(), source: e }))?;
 
@@ -201,6 +220,7 @@ impl RaftNode {
         let (leader_tx, leader_rx) = watch::channel(initial);
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let (snapshot_tx, snapshot_rx) = watch::channel(first_applied);
+        let node_last_index = node.last_index();
 
         let driver = Driver {
             node,
@@ -222,6 +242,11 @@ impl RaftNode {
             snapshot_tx,
             incoming: None,
             restoring: VecDeque::new(),
+            metrics: metrics.clone(),
+            last_term: Some(initial.term),
+            proposed_this_round: 0,
+            durable_index: node_last_index,
+            in_flight_last: None,
         };
         tokio::spawn(driver.run(
             options.tick,
@@ -238,6 +263,7 @@ impl RaftNode {
             read_timeout: options.read_timeout,
             connect,
             peers: options.peers,
+            metrics,
         });
         Ok(RaftHandle {
             shared,
@@ -298,12 +324,26 @@ fn storage_loop(
     mut storage: FileStorage,
     jobs: std::sync::mpsc::Receiver<StorageJob>,
     durable: mpsc::UnboundedSender<Durable>,
+    metrics: Metrics,
 ) {
     // The node task sends one batch at a time and gathers everything that
     // arrives meanwhile into the next one: one fdatasync per batch.
     for job in jobs {
         let message = match job {
-            StorageJob::Batch(ops) => Durable::Batch(write_ops(&mut storage, ops)),
+            StorageJob::Batch(ops) => {
+                let entries: usize = ops
+                    .iter()
+                    .map(|op| match op {
+                        StorageOp::Persist(p) => p.entries.len(),
+                        StorageOp::Install(..) => 0,
+                    })
+                    .sum();
+                let started = Instant::now();
+                let result = write_ops(&mut storage, ops);
+                metrics.0.fsync.record_duration(started.elapsed());
+                metrics.0.storage_batch_entries.record(entries as u64);
+                Durable::Batch(result)
+            }
             StorageJob::Snapshot(meta, data) => match storage.save_snapshot(&meta, &data) {
                 Ok(()) => Durable::Snapshot(meta.index, Some(LocalSnapshot::new(meta, data))),
                 // An installed snapshot overtook it: nothing to compact.
@@ -338,6 +378,8 @@ enum ApplyMsg {
     Register {
         index: Index,
         term: Term,
+        /// When the node task received it.
+        started: Instant,
         reply: oneshot::Sender<Result<Bytes, Error>>,
     },
     Entries(Vec<Entry>),
@@ -355,8 +397,14 @@ fn apply_loop(
     mut last_applied: Index,
     storage: std::sync::mpsc::Sender<StorageJob>,
     durable: mpsc::UnboundedSender<Durable>,
+    metrics: Metrics,
 ) {
-    let mut waiters: BTreeMap<Index, (Term, oneshot::Sender<Result<Bytes, Error>>)> = BTreeMap::new();
+    type Waiter = (Term, Instant, oneshot::Sender<Result<Bytes, Error>>);
+    let mut waiters: BTreeMap<Index, Waiter> = BTreeMap::new();
+    let registry = &metrics.0;
+    let answered = |n: usize| {
+        registry.proposals_inflight.fetch_sub(n as u64, Ordering::Relaxed);
+    };
     while let Some(msg) = inbox.blocking_recv() {
         match msg {
             ApplyMsg::TakeSnapshot(meta) => {
@@ -378,26 +426,31 @@ fn apply_loop(
                 // Proposals inside the snapshot: whether they committed is
                 // unknown here.
                 let covered: Vec<Index> = waiters.range(..=meta.index).map(|(index, _)| *index).collect();
+                answered(covered.len());
                 for index in covered {
-                    if let Some((_, reply)) = waiters.remove(&index) {
+                    if let Some((_, _, reply)) = waiters.remove(&index) {
                         let _ = reply.send(Err(Error::Timeout));
                     }
                 }
+                registry.applied_index.store(meta.index, Ordering::Relaxed);
                 applied.send_replace(meta.index);
             }
-            ApplyMsg::Register { index, term, reply } => {
-                if let Some((_, old)) = waiters.insert(index, (term, reply)) {
+            ApplyMsg::Register { index, term, started, reply } => {
+                if let Some((_, _, old)) = waiters.insert(index, (term, started, reply)) {
+                    answered(1);
                     let _ = old.send(Err(Error::ProposalLost));
                 }
             }
             ApplyMsg::Lost(lost) => {
                 let indexes: Vec<Index> = waiters
                     .range(lost.first_index..=lost.last_index)
-                    .filter(|(_, (term, _))| *term == lost.term)
+                    .filter(|(_, (term, _, _))| *term == lost.term)
                     .map(|(index, _)| *index)
                     .collect();
+                answered(indexes.len());
+                registry.proposals_lost.fetch_add(indexes.len() as u64, Ordering::Relaxed);
                 for index in indexes {
-                    if let Some((_, reply)) = waiters.remove(&index) {
+                    if let Some((_, _, reply)) = waiters.remove(&index) {
                         let _ = reply.send(Err(Error::ProposalLost));
                     }
                 }
@@ -410,12 +463,19 @@ fn apply_loop(
                         Payload::Command(command) => state_machine.apply(entry.index, command),
                         _ => Bytes::new(),
                     };
-                    if let Some((term, reply)) = waiters.remove(&entry.index) {
-                        let outcome =
-                            if term == entry.term { Ok(response) } else { Err(Error::ProposalLost) };
+                    if let Some((term, started, reply)) = waiters.remove(&entry.index) {
+                        answered(1);
+                        let outcome = if term == entry.term {
+                            registry.append.record_duration(started.elapsed());
+                            Ok(response)
+                        } else {
+                            registry.proposals_lost.fetch_add(1, Ordering::Relaxed);
+                            Err(Error::ProposalLost)
+                        };
                         let _ = reply.send(outcome);
                     }
                 }
+                registry.applied_index.store(last, Ordering::Relaxed);
                 applied.send_replace(last);
             }
         }
@@ -453,6 +513,15 @@ struct Driver {
     incoming: Option<(SnapshotMeta, Vec<u8>)>,
     /// Data of the `RestoreSnapshot`s held until their batch is durable.
     restoring: VecDeque<Bytes>,
+    metrics: Metrics,
+    /// The term last reported by `RoleChanged`, to log term changes.
+    last_term: Option<Term>,
+    /// Proposals stepped since the last dispatch.
+    proposed_this_round: u64,
+    /// The log is durable up to this index (completed batches).
+    durable_index: Index,
+    /// The last entry index of the batch in flight, once durable.
+    in_flight_last: Option<Index>,
 }
 
 impl fmt::Debug for Driver {
@@ -532,11 +601,14 @@ impl Driver {
     fn command(&mut self, command: Command) -> bool {
         match command {
             Command::Messages(messages) => {
+                self.metrics.0.messages_received.fetch_add(messages.len() as u64, Ordering::Relaxed);
                 for message in messages {
                     self.step(Input::Message(message));
                 }
             }
             Command::Propose(data, reply) => {
+                let started = Instant::now();
+                self.proposed_this_round += 1;
                 let start = self.queued.len();
                 self.step(Input::Propose(vec![data]));
                 let outcome = self.queued[start..].iter().find_map(|a| match a {
@@ -546,14 +618,19 @@ impl Driver {
                 });
                 match outcome {
                     Some(Ok((term, index))) => {
+                        let registry = &self.metrics.0;
+                        registry.proposals_accepted.fetch_add(1, Ordering::Relaxed);
+                        registry.proposals_inflight.fetch_add(1, Ordering::Relaxed);
                         if let Some(apply) = &self.apply_tx {
-                            let _ = apply.send(ApplyMsg::Register { index, term, reply });
+                            let _ = apply.send(ApplyMsg::Register { index, term, started, reply });
                         }
                     }
                     Some(Err(error)) => {
+                        self.metrics.0.proposals_rejected.fetch_add(1, Ordering::Relaxed);
                         let _ = reply.send(Err(Error::from_propose(error)));
                     }
                     None => {
+                        self.metrics.0.proposals_rejected.fetch_add(1, Ordering::Relaxed);
                         let _ = reply.send(Err(Error::NoLeader));
                     }
                 }
@@ -618,7 +695,15 @@ impl Driver {
     /// waits until that batch is durable. False means the storage thread is
     /// gone.
     fn dispatch(&mut self) -> bool {
-        if self.in_flight || self.queued.is_empty() {
+        if self.proposed_this_round > 0 {
+            self.metrics.0.propose_batch.record(std::mem::take(&mut self.proposed_this_round));
+        }
+        self.metrics.0.commit_index.store(self.node.commit_index(), Ordering::Relaxed);
+        if self.in_flight {
+            self.release_durable_applies();
+            return true;
+        }
+        if self.queued.is_empty() {
             return true;
         }
         let mut actions = std::mem::take(&mut self.queued);
@@ -634,9 +719,37 @@ impl Driver {
             self.execute(action);
         }
         let mut batch = Vec::new();
+        // Whether the batch so far only appends entries to the log.
+        let mut appends_only = true;
+        let me = self.node.id();
         for action in rest {
             match action {
-                Action::Persist(persist) => batch.push(StorageOp::Persist(persist)),
+                Action::Persist(persist) => {
+                    appends_only &= persist.hard_state.is_none() && persist.truncate_from.is_none();
+                    if let Some(from) = persist.truncate_from {
+                        self.durable_index = self.durable_index.min(from.saturating_sub(1));
+                    }
+                    if let Some(last) = persist.entries.last() {
+                        self.in_flight_last = Some(last.index);
+                    }
+                    batch.push(StorageOp::Persist(persist));
+                }
+                // A leader replicates its new entries while it writes them
+                // (dissertation 10.2.1): the followers' writes overlap the
+                // leader's. Safe because nothing that could reveal a commit
+                // counting the leader's own copy leaves before this batch is
+                // durable: every other action, commit-carrying messages,
+                // applies and replies included, waits for it, and so do the
+                // actions of every step until then; the message's term and
+                // the log before these entries are already durable (no term,
+                // vote or truncation in the batch before it).
+                Action::Send(message)
+                    if appends_only
+                        && message.from == me
+                        && matches!(message.body, Body::AppendEntries { .. }) =>
+                {
+                    self.send(message)
+                }
                 // Buffering a chunk in memory needs no ordering: do it now,
                 // so a RestoreSnapshot later in this batch has its data.
                 Action::SnapshotChunk { meta, offset, data, done } => {
@@ -646,6 +759,11 @@ impl Driver {
                     // Saved in this batch, in order; the state machine is
                     // restored once the batch is durable.
                     let Some(data) = self.take_incoming(&meta) else { return false };
+                    appends_only = false;
+                    // The log is replaced: nothing is known durable until
+                    // this batch is.
+                    self.durable_index = 0;
+                    self.in_flight_last = Some(self.in_flight_last.unwrap_or(0).max(meta.index));
                     batch.push(StorageOp::Install(meta.clone(), data.clone()));
                     self.restoring.push_back(data);
                     self.held.push(Action::RestoreSnapshot { meta });
@@ -662,8 +780,55 @@ impl Driver {
         }
     }
 
+    /// While a batch is being written: hands the apply thread the committed
+    /// entries that are already durable here, without waiting for the batch
+    /// in flight (a leader's acknowledgements for an earlier batch would
+    /// otherwise wait one more fsync). Only `Apply`s at the front of the
+    /// apply thread's queue order move: the first action that the apply
+    /// thread sees, or that changes the log, stops the scan.
+    fn release_durable_applies(&mut self) {
+        // What the batch in flight holds for the apply thread goes first.
+        let apply_thread_action = |a: &Action| {
+            matches!(
+                a,
+                Action::Apply(_)
+                    | Action::ProposalLost(_)
+                    | Action::SnapshotNeeded { .. }
+                    | Action::RestoreSnapshot { .. }
+            )
+        };
+        if self.held.iter().any(apply_thread_action) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.queued.len() {
+            match &self.queued[i] {
+                Action::Apply(entries) => {
+                    let last = entries.last().map_or(0, |e| e.index);
+                    if last > self.durable_index {
+                        return;
+                    }
+                    if let Action::Apply(entries) = self.queued.remove(i) {
+                        if let Some(apply) = &self.apply_tx {
+                            let _ = apply.send(ApplyMsg::Entries(entries));
+                        }
+                    }
+                }
+                Action::Persist(p) if p.truncate_from.is_some() => return,
+                Action::ProposalLost(_)
+                | Action::SnapshotNeeded { .. }
+                | Action::RestoreSnapshot { .. }
+                | Action::SnapshotChunk { .. } => return,
+                _ => i += 1,
+            }
+        }
+    }
+
     fn on_durable(&mut self) {
         self.in_flight = false;
+        if let Some(last) = self.in_flight_last.take() {
+            self.durable_index = self.durable_index.max(last);
+        }
         for action in std::mem::take(&mut self.held) {
             self.execute(action);
         }
@@ -693,7 +858,22 @@ impl Driver {
                 }
             }
             Action::RoleChanged { role, term, leader } => {
-                tracing::info!(node = self.node.id(), ?role, term, ?leader, "role changed");
+                tracing::debug!(node = self.node.id(), ?role, term, ?leader, "role changed");
+                let id = self.node.id();
+                if self.last_term.is_some_and(|t| t != term) {
+                    self.metrics.0.term_changes.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(node = id, term, previous = self.last_term, "term changed");
+                }
+                self.last_term = Some(term);
+                match role {
+                    Role::Leader => {
+                        self.metrics.0.elections_won.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(node = id, term, "elected leader");
+                    }
+                    Role::Candidate => tracing::info!(node = id, term, "campaigning"),
+                    Role::Follower => tracing::info!(node = id, term, ?leader, "following"),
+                }
+                self.metrics.set_role(role, term, leader);
                 self.leader_tx.send_replace(LeaderState { term, leader, is_leader: role == Role::Leader });
                 if leader.is_some()
                     && self.pending_transfer.as_ref().is_some_and(|(to, _)| Some(*to) == leader)
@@ -734,8 +914,11 @@ impl Driver {
                 tracing::info!(
                     node = self.node.id(),
                     index = meta.index,
-                    "installing a snapshot from the leader"
+                    term = meta.term,
+                    bytes = data.len(),
+                    "snapshot from the leader installed"
                 );
+                self.metrics.0.snapshots_installed.fetch_add(1, Ordering::Relaxed);
                 self.snapshot = Some(LocalSnapshot::new(meta.clone(), data.clone()));
                 self.snapshot_tx.send_replace(meta.index);
                 if let Some(apply) = &self.apply_tx {
@@ -768,11 +951,19 @@ impl Driver {
         let len = snapshot.data.len();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
         let end = start.saturating_add(self.chunk_max).min(len);
+        let done = end == len;
+        if offset == 0 {
+            tracing::info!(node = self.node.id(), to, index = meta.index, bytes = len, "sending a snapshot");
+        }
+        if done {
+            self.metrics.0.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(node = self.node.id(), to, index = meta.index, bytes = len, "snapshot sent");
+        }
         let body = Body::InstallSnapshot {
             meta: snapshot.meta.clone(),
             offset,
             data: snapshot.data.slice(start..end),
-            done: end == len,
+            done,
             checksum: snapshot.checksum,
         };
         let from = self.node.id();
@@ -832,6 +1023,7 @@ impl Driver {
             self.peers.insert(to, (address.to_owned(), peer));
         }
         if let Some((_, peer)) = self.peers.get(&to) {
+            self.metrics.0.messages_sent.fetch_add(1, Ordering::Relaxed);
             peer.send(message);
         }
     }
@@ -888,6 +1080,11 @@ mod tests {
             snapshot_tx: watch::channel(0).0,
             incoming: None,
             restoring: VecDeque::new(),
+            metrics: Metrics::new(),
+            last_term: None,
+            proposed_this_round: 0,
+            durable_index: 0,
+            in_flight_last: None,
         };
         // Elect: the vote for itself is a Persist, and the RoleChanged after
         // it is held back until that write is acknowledged.

@@ -193,6 +193,20 @@ async fn three_nodes_elect_and_replicate_over_http() {
 
     let status = nodes[leader].handle.status().await.unwrap();
     assert!(status.commit_index >= 6, "{status:?}");
+
+    // The leader's metrics saw its election, the proposals, the writes and
+    // both peers; the follower's, the refused local proposal.
+    let metrics = nodes[leader].handle.metrics();
+    assert_eq!(metrics.role, raft_core::Role::Leader);
+    assert!(metrics.elections_won >= 1 && metrics.term >= 1, "{metrics:?}");
+    assert!(metrics.proposals_accepted >= 5 && metrics.commit_index >= 6, "{metrics:?}");
+    assert!(metrics.applied_index >= 6 && metrics.proposals_inflight == 0, "{metrics:?}");
+    assert!(metrics.fsync_us.count() >= 1 && metrics.append_us.count() >= 5, "{metrics:?}");
+    assert_eq!(metrics.peer_rtt_us.len(), 2, "{metrics:?}");
+    let text = metrics.to_prometheus();
+    assert!(text.contains("raft_role{role=\"leader\"} 1"), "{text}");
+    assert!(text.contains("# TYPE raft_http_fsync_seconds histogram"), "{text}");
+    assert!(follower.handle.metrics().proposals_rejected >= 1);
     for node in &mut nodes {
         node.stop().await;
     }

@@ -748,6 +748,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "# HELP kv_read_errors_total Client reads that failed their read barrier.\n# TYPE kv_read_errors_total counter\nkv_read_errors_total {}",
         state.metrics.read_errors.load(Ordering::Relaxed)
     );
+    state.handle.metrics().render_prometheus(&mut out); // raft_http_* (batches, fsync, peers)
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
