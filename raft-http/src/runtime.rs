@@ -78,6 +78,13 @@ pub struct Options {
     /// entries reach it, yet must answer the leader before that. Give it the
     /// current members here. The membership's addresses take precedence.
     pub peers: BTreeMap<NodeId, String>,
+    /// A leader sends a batch of new entries to its followers while its own
+    /// write of them is in flight (dissertation 10.2.1), everything else
+    /// still waiting for that write. Faster (about 1.4x for one proposer in
+    /// `cargo bench -p raft-http --bench cluster`), but it relaxes raft-core's
+    /// persist-before-send contract and is not yet exercised by raft-sim's
+    /// crash tests, so it is off by default.
+    pub replicate_while_writing: bool,
 }
 
 impl Options {
@@ -93,6 +100,7 @@ impl Options {
             read_timeout: Duration::from_secs(5),
             inbox_max: 4096,
             peers: BTreeMap::new(),
+            replicate_while_writing: false,
         }
     }
 
@@ -247,6 +255,7 @@ impl RaftNode {
             proposed_this_round: 0,
             durable_index: node_last_index,
             in_flight_last: None,
+            replicate_while_writing: options.replicate_while_writing,
         };
         tokio::spawn(driver.run(
             options.tick,
@@ -522,6 +531,8 @@ struct Driver {
     durable_index: Index,
     /// The last entry index of the batch in flight, once durable.
     in_flight_last: Option<Index>,
+    /// [`Options::replicate_while_writing`].
+    replicate_while_writing: bool,
 }
 
 impl fmt::Debug for Driver {
@@ -745,6 +756,7 @@ impl Driver {
                 // vote or truncation in the batch before it).
                 Action::Send(message)
                     if appends_only
+                        && self.replicate_while_writing
                         && message.from == me
                         && matches!(message.body, Body::AppendEntries { .. }) =>
                 {
@@ -1085,6 +1097,7 @@ mod tests {
             proposed_this_round: 0,
             durable_index: 0,
             in_flight_last: None,
+            replicate_while_writing: false,
         };
         // Elect: the vote for itself is a Persist, and the RoleChanged after
         // it is held back until that write is acknowledged.
