@@ -455,10 +455,28 @@ fn nemesis(
     if !sleep(Duration::from_secs(2)) {
         return Ok(());
     }
+    let (mut step, mut shapes) = (0usize, rng.gen_range(0..5usize));
     while workload.start.elapsed() + Duration::from_secs(2) < cli.duration {
         let t0 = now(workload);
         let mut what = Vec::new();
-        let fault = kinds.choose(&mut rng).copied();
+        // Every kind and partition shape in turn (seeded order), so that a
+        // short run still covers them all.
+        if step % kinds.len().max(1) == 0 {
+            kinds.shuffle(&mut rng);
+        }
+        let fault = kinds.get(step % kinds.len().max(1)).copied();
+        step += 1;
+        // Membership change: remove a node now, add it back while the fault
+        // is active (or after the heal if that fails).
+        let mut removed = None;
+        if membership && rng.gen_bool(0.5) {
+            let victim = rng.gen_range(0..n);
+            let via = cluster.leader().filter(|&l| l != victim).unwrap_or((victim + 1) % n);
+            let outcome = cluster.change_membership(via, victim, false);
+            let event = format!("remove n{} via n{}: {}", victim + 1, via + 1, short(&outcome));
+            timeline.events.push((now(workload), event));
+            removed = Some(victim);
+        }
         let leader = cluster.leader();
         let pick_leader = rng.gen_bool(0.4);
         let target = match (pick_leader, leader) {
@@ -500,7 +518,8 @@ fn nemesis(
                 let firewall = firewall.as_deref_mut().ok_or("no firewall")?;
                 let mut order: Vec<usize> = (0..n).collect();
                 order.shuffle(&mut rng);
-                let shape = rng.gen_range(0..5);
+                let shape = shapes % 5;
+                shapes += 1;
                 // connected(a, b): may a and b talk?
                 let (name, groups): (String, Box<dyn Fn(usize, usize) -> bool>) = match shape {
                     0 => {
@@ -570,26 +589,13 @@ fn nemesis(
             }
             _ => {}
         }
-        // Membership change while the fault is active.
-        let mut removed = None;
-        if membership && rng.gen_bool(0.35) {
-            let victim = rng.gen_range(0..n);
-            let via = (0..n)
-                .map(|k| (victim + 1 + k) % n)
-                .find(|&i| cluster.running(i) && !cluster.nodes[i].paused);
-            if let Some(via) = via {
-                let outcome = cluster.change_membership(via, victim, false);
-                what.push(format!("remove n{} via n{}: {}", victim + 1, via + 1, short(&outcome)));
-                removed = Some(victim);
-            }
-        }
         let label = if what.is_empty() { "nothing".to_owned() } else { what.join("; ") };
         timeline.events.push((t0, label.clone()));
         let hold = Duration::from_millis(rng.gen_range(2000..5000));
         let interrupted = !sleep(hold);
         // Add back while the fault is still active (half of the time).
         if let Some(victim) = removed {
-            if rng.gen_bool(0.5) && !interrupted {
+            if rng.gen_bool(0.7) && !interrupted {
                 add_back(cluster, victim, timeline, workload);
             }
         }
