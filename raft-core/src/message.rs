@@ -153,7 +153,7 @@ pub enum Body {
     /// snapshot file when the core asks with [`crate::Action::SendSnapshotChunk`].
     InstallSnapshot {
         /// The snapshot: last included index and term, and configuration.
-        meta: SnapshotMeta,
+        meta: Box<SnapshotMeta>,
         /// Byte offset of `data` in the snapshot.
         offset: u64,
         /// The chunk.

@@ -122,7 +122,7 @@ pub enum Action {
     /// [`Input::SnapshotTaken`]. Not asked again until then.
     SnapshotNeeded {
         /// Index, term and configuration to store with the snapshot.
-        meta: SnapshotMeta,
+        meta: Box<SnapshotMeta>,
     },
     /// Send `to` the chunk of the snapshot at `meta.index` that starts at
     /// `offset`: a [`Body::InstallSnapshot`] message of this `term` carrying
@@ -134,7 +134,7 @@ pub enum Action {
         /// The term to put on the message.
         term: Term,
         /// The snapshot to send from.
-        meta: SnapshotMeta,
+        meta: Box<SnapshotMeta>,
         /// Byte offset of the chunk.
         offset: u64,
     },
@@ -142,7 +142,7 @@ pub enum Action {
     /// a new one). Chunks arrive in order; the core has checked them.
     SnapshotChunk {
         /// The snapshot being received.
-        meta: SnapshotMeta,
+        meta: Box<SnapshotMeta>,
         /// Byte offset of `data`.
         offset: u64,
         /// The bytes.
@@ -156,13 +156,13 @@ pub enum Action {
     /// later action. Applying resumes after `meta.index`.
     RestoreSnapshot {
         /// The snapshot installed.
-        meta: SnapshotMeta,
+        meta: Box<SnapshotMeta>,
     },
     /// The configuration in force on this node changed (appended, or undone
     /// by a log truncation). Drivers connect to new members here.
     MembershipChanged {
         /// The configuration now in force.
-        membership: Membership,
+        membership: Box<Membership>,
         /// Index of the entry that carries it.
         index: Index,
     },
@@ -474,7 +474,7 @@ impl Node {
         }
         if std::mem::take(&mut self.membership_changed) {
             let action = Action::MembershipChanged {
-                membership: self.membership.clone(),
+                membership: Box::new(self.membership.clone()),
                 index: self.membership_index,
             };
             self.emit(action);
@@ -960,7 +960,7 @@ impl Node {
             Body::AppendEntriesResponse(result) => self.on_append_response(m.from, result),
             Body::ReadConfirm { round } => self.on_read_confirm(m.from, round),
             Body::InstallSnapshot { meta, offset, data, done, checksum } => {
-                self.on_install_snapshot(m.from, meta, offset, data, done, checksum)
+                self.on_install_snapshot(m.from, *meta, offset, data, done, checksum)
             }
             Body::InstallSnapshotResponse { index, next_offset } => {
                 self.on_install_snapshot_response(m.from, index, next_offset)

@@ -63,7 +63,7 @@ impl Driver {
                 Action::SnapshotChunk { offset, data, done, .. } => {
                     self.chunks.push((id, *offset, data.len(), *done))
                 }
-                Action::RestoreSnapshot { meta } => self.restored.push((id, meta.clone())),
+                Action::RestoreSnapshot { meta } => self.restored.push((id, (**meta).clone())),
                 _ => {}
             }
         }
@@ -114,7 +114,7 @@ fn compaction_bookkeeping() {
     net.step(1, Input::SnapshotTaken { index: meta.index });
 
     let node = net.node(1);
-    assert_eq!(node.snapshot_meta(), &meta);
+    assert_eq!(node.snapshot_meta(), &*meta);
     assert_eq!(node.first_index(), 16, "a tail of 5 entries before the snapshot is kept");
     assert_eq!(node.term_at(15), term_at_boundary, "the boundary's term is still known");
     assert_eq!(node.term_at(14), None);
@@ -199,7 +199,7 @@ fn chunk(term: u64, index: u64, snap_term: u64, data: &[u8], done: bool) -> Mess
         2,
         term,
         Body::InstallSnapshot {
-            meta: SnapshotMeta { index, term: snap_term, membership: membership(3) },
+            meta: Box::new(SnapshotMeta { index, term: snap_term, membership: membership(3) }),
             offset: 0,
             data: Bytes::copy_from_slice(data),
             done,
@@ -291,7 +291,7 @@ fn chunks_count_as_contact_with_the_leader() {
         }
         let done = (i + 1) * 10 == data.len();
         let body = Body::InstallSnapshot {
-            meta: SnapshotMeta { index: 9, term: 1, membership: membership(3) },
+            meta: Box::new(SnapshotMeta { index: 9, term: 1, membership: membership(3) }),
             offset: (i * 10) as u64,
             data: Bytes::copy_from_slice(piece),
             done,

@@ -765,7 +765,7 @@ impl Driver {
                 // Buffering a chunk in memory needs no ordering: do it now,
                 // so a RestoreSnapshot later in this batch has its data.
                 Action::SnapshotChunk { meta, offset, data, done } => {
-                    self.store_chunk(meta, offset, data, done)
+                    self.store_chunk(*meta, offset, data, done)
                 }
                 Action::RestoreSnapshot { meta } => {
                     // Saved in this batch, in order; the state machine is
@@ -776,7 +776,7 @@ impl Driver {
                     // this batch is.
                     self.durable_index = 0;
                     self.in_flight_last = Some(self.in_flight_last.unwrap_or(0).max(meta.index));
-                    batch.push(StorageOp::Install(meta.clone(), data.clone()));
+                    batch.push(StorageOp::Install((*meta).clone(), data.clone()));
                     self.restoring.push_back(data);
                     self.held.push(Action::RestoreSnapshot { meta });
                 }
@@ -912,11 +912,11 @@ impl Driver {
             }
             Action::SnapshotNeeded { meta } => {
                 if let Some(apply) = &self.apply_tx {
-                    let _ = apply.send(ApplyMsg::TakeSnapshot(meta));
+                    let _ = apply.send(ApplyMsg::TakeSnapshot(*meta));
                 }
             }
             Action::SendSnapshotChunk { to, term, meta, offset } => self.send_chunk(to, term, &meta, offset),
-            Action::SnapshotChunk { meta, offset, data, done } => self.store_chunk(meta, offset, data, done),
+            Action::SnapshotChunk { meta, offset, data, done } => self.store_chunk(*meta, offset, data, done),
             Action::RestoreSnapshot { meta } => {
                 // Only ever held behind its own durable write (see dispatch).
                 let Some(data) = self.restoring.pop_front() else {
@@ -931,10 +931,10 @@ impl Driver {
                     "snapshot from the leader installed"
                 );
                 self.metrics.0.snapshots_installed.fetch_add(1, Ordering::Relaxed);
-                self.snapshot = Some(LocalSnapshot::new(meta.clone(), data.clone()));
+                self.snapshot = Some(LocalSnapshot::new((*meta).clone(), data.clone()));
                 self.snapshot_tx.send_replace(meta.index);
                 if let Some(apply) = &self.apply_tx {
-                    let _ = apply.send(ApplyMsg::Restore(meta, data));
+                    let _ = apply.send(ApplyMsg::Restore(*meta, data));
                 }
             }
             Action::MembershipChanged { membership, index } => {
@@ -972,7 +972,7 @@ impl Driver {
             tracing::info!(node = self.node.id(), to, index = meta.index, bytes = len, "snapshot sent");
         }
         let body = Body::InstallSnapshot {
-            meta: snapshot.meta.clone(),
+            meta: Box::new(snapshot.meta.clone()),
             offset,
             data: snapshot.data.slice(start..end),
             done,

@@ -671,12 +671,12 @@ impl Sim {
                     }
                 }
                 Action::ReadFailed { id, error } => self.read_failed(i, id, error),
-                Action::SnapshotNeeded { meta } => self.take_snapshot(i, meta),
+                Action::SnapshotNeeded { meta } => self.take_snapshot(i, *meta),
                 Action::SendSnapshotChunk { to, term, meta, offset } => {
-                    self.send_snapshot_chunk(i, to, term, meta, offset)
+                    self.send_snapshot_chunk(i, to, term, *meta, offset)
                 }
                 Action::SnapshotChunk { offset, data, .. } => self.snapshot_chunk(i, offset, data),
-                Action::RestoreSnapshot { meta } => self.restore_snapshot(i, meta),
+                Action::RestoreSnapshot { meta } => self.restore_snapshot(i, *meta),
                 Action::ConfigChangeCompleted { index } => {
                     self.config_event(i, ConfigEvent::Completed(index))
                 }

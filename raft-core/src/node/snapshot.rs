@@ -76,7 +76,7 @@ impl Node {
         let Some(term) = self.log.term_at(index) else { return };
         self.snapshot_requested = true;
         let meta = SnapshotMeta { index, term, membership: self.membership_at(index) };
-        self.emit(Action::SnapshotNeeded { meta });
+        self.emit(Action::SnapshotNeeded { meta: Box::new(meta) });
     }
 
     /// The driver saved a snapshot at `index`: compact the log.
@@ -128,7 +128,7 @@ impl Node {
             return;
         }
         let (term, meta) = (self.term, self.snapshot.clone());
-        self.emit(Action::SendSnapshotChunk { to: peer, term, meta, offset });
+        self.emit(Action::SendSnapshotChunk { to: peer, term, meta: Box::new(meta), offset });
     }
 
     pub(super) fn on_install_snapshot_response(&mut self, from: NodeId, index: Index, next_offset: u64) {
@@ -191,7 +191,7 @@ impl Node {
         r.crc = crc;
         r.next_offset = offset + data.len() as u64;
         let next_offset = r.next_offset;
-        self.emit(Action::SnapshotChunk { meta: meta.clone(), offset, data, done });
+        self.emit(Action::SnapshotChunk { meta: Box::new(meta.clone()), offset, data, done });
         if !done {
             let index = meta.index;
             return self.send(from, Body::InstallSnapshotResponse { index, next_offset });
@@ -234,7 +234,7 @@ impl Node {
         if (self.membership.clone(), self.membership_index) != before {
             self.membership_changed = true;
         }
-        self.emit(Action::RestoreSnapshot { meta });
+        self.emit(Action::RestoreSnapshot { meta: Box::new(meta) });
         self.apply_committed();
     }
 }

@@ -130,7 +130,13 @@ impl Sim {
         let done = end == data.len();
         self.ext.chunks_sent += 1;
         let from = self.nodes[i].id;
-        let body = Body::InstallSnapshot { meta, offset, data: data.slice(start..end), done, checksum };
+        let body = Body::InstallSnapshot {
+            meta: Box::new(meta),
+            offset,
+            data: data.slice(start..end),
+            done,
+            checksum,
+        };
         self.send(Message { from, to, term, body });
     }
 
@@ -381,8 +387,13 @@ impl Sim {
         let disk = &self.nodes[from as usize - 1].disk;
         let data = disk.snapshot_data().clone();
         let checksum = crc32c(0, &data);
-        let body =
-            Body::InstallSnapshot { meta: disk.snapshot().clone(), offset: 0, data, done: true, checksum };
+        let body = Body::InstallSnapshot {
+            meta: Box::new(disk.snapshot().clone()),
+            offset: 0,
+            data,
+            done: true,
+            checksum,
+        };
         Message { from, to, term, body }
     }
 }
