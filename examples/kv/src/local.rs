@@ -276,7 +276,8 @@ async fn supervise(nodes: Arc<Mutex<Vec<Node>>>, dir: PathBuf) -> Result<(), Str
     }
 }
 
-async fn signal() -> &'static str {
+/// Waits for SIGINT or SIGTERM and names it.
+pub(crate) async fn signal() -> &'static str {
     #[cfg(unix)]
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -203,20 +203,8 @@ async fn shutdown_signal(stdin_eof: bool) -> &'static str {
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = terminate => "SIGTERM",
+        signal = crate::local::signal() => signal,
         _ = eof => "standard input closed",
     }
 }
