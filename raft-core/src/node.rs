@@ -1326,16 +1326,26 @@ impl Node {
         self.maybe_request_snapshot(bytes as u64);
     }
 
+    /// The follower after `after` in id order (the first one for `None`):
+    /// walks the progress map without collecting its keys on the hot path.
+    fn next_peer(&self, after: Option<NodeId>) -> Option<NodeId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.progress.range((from, Unbounded)).next().map(|(&id, _)| id)
+    }
+
     fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
+        let mut next = self.next_peer(None);
+        while let Some(peer) = next {
             self.send_append(peer, false);
+            next = self.next_peer(Some(peer));
         }
     }
 
     fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for peer in peers {
+        let mut next = self.next_peer(None);
+        while let Some(peer) = next {
+            next = self.next_peer(Some(peer));
             if let Some(p) = self.progress.get_mut(&peer) {
                 if p.state == ProgressState::Probe {
                     // A lost probe is re-sent once per heartbeat interval.
