@@ -159,6 +159,22 @@ async fn propose(handles: &[&RaftHandle], command: &str) -> Bytes {
     .await
 }
 
+/// Three nodes over the in-process channel network, each with a recorder.
+async fn channel_cluster(dirs: &[tempfile::TempDir]) -> Vec<(RaftHandle, Recorder)> {
+    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
+    let network = ChannelNetwork::new();
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let id = i as NodeId + 1;
+        let recorder = Recorder::default();
+        let options = Options::new(Config::new(id), dir.path()).initial_membership(membership.clone());
+        let handle = RaftNode::start(options, recorder.clone(), network.clone()).await.unwrap();
+        network.register(id, handle.clone());
+        nodes.push((handle, recorder));
+    }
+    nodes
+}
+
 fn dirs(n: usize) -> Vec<tempfile::TempDir> {
     (0..n).map(|_| tempfile::tempdir().unwrap()).collect()
 }
@@ -363,17 +379,7 @@ async fn single_node_reapplies_its_log_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_cluster_replicates_concurrent_proposals() {
     let dirs = dirs(3);
-    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
-    let network = ChannelNetwork::new();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let id = i as NodeId + 1;
-        let recorder = Recorder::default();
-        let options = Options::new(Config::new(id), dir.path()).initial_membership(membership.clone());
-        let handle = RaftNode::start(options, recorder.clone(), network.clone()).await.unwrap();
-        network.register(id, handle.clone());
-        nodes.push((handle, recorder));
-    }
+    let nodes = channel_cluster(&dirs).await;
     let handles: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
     let leader = handles[agreed_leader(&handles).await].clone();
 
@@ -471,17 +477,7 @@ async fn followers_forward_proposals_to_the_leader_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_network_forwards_proposals() {
     let dirs = dirs(3);
-    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
-    let network = ChannelNetwork::new();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        let id = i as NodeId + 1;
-        let recorder = Recorder::default();
-        let options = Options::new(Config::new(id), dir.path()).initial_membership(membership.clone());
-        let handle = RaftNode::start(options, recorder.clone(), network.clone()).await.unwrap();
-        network.register(id, handle.clone());
-        nodes.push((handle, recorder));
-    }
+    let nodes = channel_cluster(&dirs).await;
     let handles: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
     let leader = agreed_leader(&handles).await;
     let follower = &nodes[(leader + 1) % 3].0;
