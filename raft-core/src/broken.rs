@@ -27,6 +27,10 @@ pub enum BrokenRule {
     /// A follower treats every entry it stores as committed and applies it
     /// at once, without waiting for the leader's commit index.
     ApplyBeforeCommit,
+    /// A leader's `AppendEntries` go out while its own write of new entries
+    /// is in flight even when their commit index counts that unwritten copy
+    /// ([`crate::EarlySends`] without its commit check).
+    EarlySendRevealsCommit,
 }
 
 thread_local! {
@@ -71,4 +75,7 @@ pub(crate) fn direct_config_switch() -> bool {
 }
 pub(crate) fn keep_conflicting_suffix() -> bool {
     is(BrokenRule::KeepConflictingSuffix)
+}
+pub(crate) fn early_send_reveals_commit() -> bool {
+    is(BrokenRule::EarlySendRevealsCommit)
 }

@@ -30,6 +30,7 @@
 
 mod config;
 mod crc;
+mod early;
 mod error;
 mod log;
 mod membership;
@@ -45,6 +46,7 @@ pub mod broken;
 
 pub use config::Config;
 pub use crc::crc32c;
+pub use early::EarlySends;
 pub use error::{ConfigChangeError, ConfigError, Lost, NodeError, ProposeError, TransferError};
 pub use membership::{Membership, Topology};
 pub use message::{

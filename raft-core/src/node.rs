@@ -308,7 +308,9 @@ struct Transfer {
 ///    on disk before the message that depends on them leaves the node. A
 ///    driver may group the `Persist`s of several steps into one fsync as long
 ///    as it holds back every later `Send`, `Apply` and reply until that fsync
-///    completes.
+///    completes. The one exception: a leader may send the `AppendEntries`
+///    that carry new entries while its own write of them is in flight
+///    (dissertation 10.2.1), exactly as far as [`crate::EarlySends`] allows.
 /// 2. [`Action::Send`] may be lost, duplicated, delayed or reordered: the
 ///    protocol tolerates all of it.
 /// 3. [`Action::Apply`] hands over committed entries in index order, each

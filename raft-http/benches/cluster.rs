@@ -7,7 +7,7 @@
 //! ```sh
 //! cargo bench -p raft-http --bench cluster
 //! RAFT_BENCH_SECS=3 RAFT_BENCH_RUNS=2 RAFT_BENCH_CLIENTS=1,16,64,256 cargo bench -p raft-http --bench cluster
-//! RAFT_BENCH_REPLICATE_WHILE_WRITING=1 ...   # the faster, not yet simulator-checked ordering
+//! RAFT_BENCH_REPLICATE_WHILE_WRITING=0 ...   # the leader writes before it sends
 //! ```
 //!
 //! Each configuration runs `RAFT_BENCH_RUNS` times (default 2) for
@@ -69,9 +69,9 @@ async fn start_cluster() -> Cluster {
     for (i, (listener, dir)) in listeners.into_iter().zip(&dirs).enumerate() {
         let mut options =
             Options::new(Config::new(i as NodeId + 1), dir.path()).initial_membership(membership.clone());
-        // Off by default (see `Options::replicate_while_writing`).
+        // On by default (see `Options::replicate_while_writing`).
         options.replicate_while_writing =
-            std::env::var("RAFT_BENCH_REPLICATE_WHILE_WRITING").is_ok_and(|v| v == "1");
+            std::env::var("RAFT_BENCH_REPLICATE_WHILE_WRITING").map_or(true, |v| v != "0");
         let connect = HttpConnect::new(http.clone()).expect("http client");
         let handle = RaftNode::start(options, Counter(0), connect).await.expect("start node");
         let router = Transport::new(handle.clone(), &http).router();

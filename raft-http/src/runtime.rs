@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_core::{
-    Action, Body, Config, ConfigChangeError, Entry, Index, Input, Lost, Membership, Message, Node, NodeId,
-    Payload, Persist, ReadId, Restored, Role, SnapshotMeta, Term, TransferError,
+    Action, Body, Config, ConfigChangeError, EarlySends, Entry, Index, Input, Lost, Membership, Message,
+    Node, NodeId, Payload, Persist, ReadId, Restored, Role, SnapshotMeta, Term, TransferError,
 };
 use raft_storage::{FileStorage, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -80,10 +80,11 @@ pub struct Options {
     pub peers: BTreeMap<NodeId, String>,
     /// A leader sends a batch of new entries to its followers while its own
     /// write of them is in flight (dissertation 10.2.1), everything else
-    /// still waiting for that write. Faster (about 1.4x for one proposer in
-    /// `cargo bench -p raft-http --bench cluster`), but it relaxes raft-core's
-    /// persist-before-send contract and is not yet exercised by raft-sim's
-    /// crash tests, so it is off by default.
+    /// still waiting for that write; exactly what `raft_core::EarlySends`
+    /// allows, the rule raft-sim checks under crashes that lose the write
+    /// (its sweeps draw this per seed). On by default: it takes the
+    /// leader's fsync off the critical path of every commit. Off: the plain
+    /// persist-before-send order.
     pub replicate_while_writing: bool,
 }
 
@@ -100,7 +101,7 @@ impl Options {
             read_timeout: Duration::from_secs(5),
             inbox_max: 4096,
             peers: BTreeMap::new(),
-            replicate_while_writing: false,
+            replicate_while_writing: true,
         }
     }
 
@@ -730,13 +731,18 @@ impl Driver {
             self.execute(action);
         }
         let mut batch = Vec::new();
-        // Whether the batch so far only appends entries to the log.
-        let mut appends_only = true;
-        let me = self.node.id();
+        let mut early = EarlySends::new(self.node.id());
         for action in rest {
+            // A leader replicates its new entries while it writes them
+            // (dissertation 10.2.1), as far as raft-core's rule allows.
+            if early.allows(&action) && self.replicate_while_writing {
+                if let Action::Send(message) = action {
+                    self.send(message);
+                }
+                continue;
+            }
             match action {
                 Action::Persist(persist) => {
-                    appends_only &= persist.hard_state.is_none() && persist.truncate_from.is_none();
                     if let Some(from) = persist.truncate_from {
                         self.durable_index = self.durable_index.min(from.saturating_sub(1));
                     }
@@ -744,23 +750,6 @@ impl Driver {
                         self.in_flight_last = Some(last.index);
                     }
                     batch.push(StorageOp::Persist(persist));
-                }
-                // A leader replicates its new entries while it writes them
-                // (dissertation 10.2.1): the followers' writes overlap the
-                // leader's. Safe because nothing that could reveal a commit
-                // counting the leader's own copy leaves before this batch is
-                // durable: every other action, commit-carrying messages,
-                // applies and replies included, waits for it, and so do the
-                // actions of every step until then; the message's term and
-                // the log before these entries are already durable (no term,
-                // vote or truncation in the batch before it).
-                Action::Send(message)
-                    if appends_only
-                        && self.replicate_while_writing
-                        && message.from == me
-                        && matches!(message.body, Body::AppendEntries { .. }) =>
-                {
-                    self.send(message)
                 }
                 // Buffering a chunk in memory needs no ordering: do it now,
                 // so a RestoreSnapshot later in this batch has its data.
@@ -771,7 +760,6 @@ impl Driver {
                     // Saved in this batch, in order; the state machine is
                     // restored once the batch is durable.
                     let Some(data) = self.take_incoming(&meta) else { return false };
-                    appends_only = false;
                     // The log is replaced: nothing is known durable until
                     // this batch is.
                     self.durable_index = 0;
@@ -1097,7 +1085,7 @@ mod tests {
             proposed_this_round: 0,
             durable_index: 0,
             in_flight_last: None,
-            replicate_while_writing: false,
+            replicate_while_writing: true,
         };
         // Elect: the vote for itself is a Persist, and the RoleChanged after
         // it is held back until that write is acknowledged.

@@ -78,7 +78,10 @@ pub fn payload_hash(p: &Payload) -> u64 {
 struct NodeView {
     /// Terms of the in-memory log, index 1 first.
     log: Vec<Term>,
+    /// The commit index counted as decided (see [`Checker::after_step`]).
     commit: Index,
+    /// The node's own commit index, as last seen.
+    commit_seen: Index,
     applied: Index,
     role: Option<Role>,
     term: Term,
@@ -141,7 +144,7 @@ impl Checker {
                 log.push(e.term);
             }
             let (commit, applied) = (disk.snapshot().index, disk.snapshot().index);
-            c.nodes.push(NodeView { log, commit, applied, ..NodeView::default() });
+            c.nodes.push(NodeView { log, commit, commit_seen: commit, applied, ..NodeView::default() });
         }
         c
     }
@@ -369,8 +372,12 @@ impl Checker {
         self.violation.as_ref().map(|v| v.detail.clone()).unwrap_or_default()
     }
 
-    /// After a node stepped: roles, terms, commit index.
-    pub fn after_step(&mut self, node: usize, n: &Node) {
+    /// After a node stepped: roles, terms, commit index. With `commit_cap`,
+    /// only the commit index up to it counts as decided: a leader that
+    /// replicates while it writes counts its own copy before that copy is
+    /// durable, which is safe only because nothing reveals such a commit
+    /// until it is (the cap is its durable last index).
+    pub fn after_step(&mut self, node: usize, n: &Node, commit_cap: Option<Index>) {
         self.checks += 1;
         let id = node as NodeId + 1;
         let (role, term) = (n.role(), n.term());
@@ -383,13 +390,15 @@ impl Checker {
             view.role = Some(role);
             view.term = term;
         }
-        let commit = n.commit_index();
-        let view = &self.nodes[node];
-        if commit < view.commit {
-            let detail = format!("node {id} commit went from {} to {commit}", view.commit);
+        let seen = n.commit_index();
+        let view = &mut self.nodes[node];
+        if seen < view.commit_seen {
+            let detail = format!("node {id} commit went from {} to {seen}", view.commit_seen);
             self.fail(Property::CommitMonotonic, detail);
             return;
         }
+        view.commit_seen = seen;
+        let commit = commit_cap.map_or(seen, |cap| seen.min(cap));
         if commit > view.commit {
             let from = view.commit;
             for i in from + 1..=commit {
@@ -526,7 +535,7 @@ impl Checker {
         let mut log = self.prefix(disk.snapshot());
         log.extend(disk.entries().iter().map(|e| e.term));
         let (commit, applied) = (disk.snapshot().index, disk.snapshot().index);
-        self.nodes[node] = NodeView { log, commit, applied, ..NodeView::default() };
+        self.nodes[node] = NodeView { log, commit, commit_seen: commit, applied, ..NodeView::default() };
     }
 
     /// Feeds a fabricated observation: `node` claims to lead `term`. For

@@ -60,6 +60,11 @@ struct RunArgs {
     /// Override raft-core's lease_drift_ticks (negative tests).
     #[arg(long)]
     lease_drift_ticks: Option<u32>,
+    /// Leaders send new entries while writing them (raft-core's
+    /// EarlySends), or only after (default: drawn from the seed when disk
+    /// syncs are slow).
+    #[arg(long)]
+    replicate_while_writing: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +92,7 @@ impl RunArgs {
             clock_adversarial: self.clock_adversarial,
             client_timeout_ms: self.client_timeout_ms,
             read_only: self.read_only,
+            replicate_while_writing: self.replicate_while_writing,
             ..RunOptions::default()
         }
     }
@@ -195,6 +201,9 @@ fn run(seeds: Range<u64>, jobs: Option<usize>, args: &RunArgs) -> ExitCode {
     println!("events:           {events}");
     println!("client ops:       {ops} checked ({unknown} unknown outcome; max {max_ops} per run)");
     println!("linearizability:  {lin:.2}s total ({:.3} ms per run)", lin * 1e3 / total as f64);
+    let early: u64 = reports.iter().map(|r| r.stats.early_sends).sum();
+    let lost_writes: u64 = reports.iter().map(|r| r.stats.crashes_while_writing).sum();
+    println!("early sends:      {early} AppendEntries sent while the leader wrote ({lost_writes} crashes lost a write in flight)");
     println!("violations:       {}", failed.len());
     println!(
         "wall:             {wall:.1}s, {:.0} events/s, {:.1} seeds/s ({jobs} threads)",

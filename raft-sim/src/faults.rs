@@ -106,6 +106,10 @@ pub struct FaultPlan {
     /// Nodes ask for a snapshot every this many applied entries (`None`:
     /// raft-core's default, never in a run this short).
     pub snapshot_entries_max: Option<u64>,
+    /// Leaders send new entries while their own write of them is in flight
+    /// (raft-core's `EarlySends`, raft-http's
+    /// `Options::replicate_while_writing`). Only matters with slow syncs.
+    pub replicate_while_writing: bool,
 }
 
 /// The clock drift bound lease reads tolerate with raft-core's default
@@ -153,6 +157,8 @@ impl FaultPlan {
         let membership_every_ms = (kinds.membership && rng.gen_bool(0.5)).then(|| rng.gen_range(300..=2000));
         let snapshot_entries_max =
             (kinds.membership && rng.gen_bool(0.7)).then(|| [5, 20, 100][rng.gen_range(0..3)]);
+        // Drawn last of all.
+        let replicate_while_writing = disk_latency_max_ms > 0 && rng.gen_bool(0.5);
         FaultPlan {
             net,
             partition_every_ms,
@@ -166,6 +172,7 @@ impl FaultPlan {
             clock_adversarial,
             membership_every_ms,
             snapshot_entries_max,
+            replicate_while_writing,
         }
     }
 
@@ -184,6 +191,7 @@ impl FaultPlan {
             clock_adversarial: false,
             membership_every_ms: None,
             snapshot_entries_max: None,
+            replicate_while_writing: false,
         }
     }
 }
@@ -193,13 +201,14 @@ impl fmt::Display for FaultPlan {
         let show = |o: Option<Time>| o.map_or("off".to_string(), |t| format!("~{t}ms"));
         write!(
             f,
-            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms elections={} reads={} clock-drift<={}{} membership={} snapshot-every={}",
+            "{} partitions={} crashes={} (down<={}ms) pauses={} disk-sync<={}ms{} elections={} reads={} clock-drift<={}{} membership={} snapshot-every={}",
             self.net,
             show(self.partition_every_ms),
             show(self.crash_every_ms),
             self.down_max_ms,
             show(self.pause_every_ms),
             self.disk_latency_max_ms,
+            if self.replicate_while_writing { " (leaders replicate while writing)" } else { "" },
             if self.pre_vote_check_quorum { "prevote+checkquorum" } else { "classic" },
             self.reads,
             if self.clock_drift_permille == 0 {

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub clock_adversarial: Option<bool>,
     /// A client retries after this long without an answer.
     pub client_timeout_ms: Time,
+    /// Override the plan's choice of leaders replicating while they write.
+    pub replicate_while_writing: Option<bool>,
 }
 
 impl Default for RunOptions {
@@ -71,6 +73,7 @@ impl Default for RunOptions {
             clock_drift_permille: None,
             clock_adversarial: None,
             client_timeout_ms: 500,
+            replicate_while_writing: None,
         }
     }
 }
@@ -137,6 +140,9 @@ pub fn plan_for_run(seed: u64, opts: &RunOptions) -> FaultPlan {
     }
     if let Some(a) = opts.clock_adversarial {
         plan.clock_adversarial = a;
+    }
+    if let Some(r) = opts.replicate_while_writing {
+        plan.replicate_while_writing = r;
     }
     plan
 }
@@ -236,6 +242,9 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
     }
     if let Some(d) = opts.lease_drift_ticks {
         replay.push_str(&format!(" --lease-drift-ticks {d}"));
+    }
+    if let Some(r) = opts.replicate_while_writing {
+        replay.push_str(&format!(" --replicate-while-writing {r}"));
     }
     replay.push_str(" --trace");
     RunReport {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use raft_core::{
-    Action, Body, Config, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload,
+    Action, Body, Config, EarlySends, Entry, Index, Input, Lost, Membership, Message, Node, NodeId, Payload,
     ProposeError, ReadError, ReadId, ReadPolicy, Restored, Role, Term,
 };
 use rand::{Rng, SeedableRng};
@@ -268,6 +268,10 @@ pub struct Stats {
     /// Log entries carrying a client command, counted when they first apply
     /// anywhere.
     pub entries_applied: u64,
+    /// AppendEntries a leader sent while its own write was in flight.
+    pub early_sends: u64,
+    /// Crashes that lost a write in flight.
+    pub crashes_while_writing: u64,
 }
 
 /// A simulated cluster.
@@ -498,7 +502,9 @@ impl Sim {
         sn.life += 1;
         sn.tick_generation += 1;
         sn.outbox.clear();
-        sn.syncing = None;
+        if sn.syncing.take().is_some() {
+            self.stats.crashes_while_writing += 1;
+        }
         sn.held.clear();
         sn.waiting.clear();
         sn.reads.clear();
@@ -624,9 +630,10 @@ impl Sim {
                 _ => {}
             }
         }
+        let cap = self.commit_cap(i);
         let sn = &mut self.nodes[i];
         let node = sn.node.as_ref().expect("stepped above");
-        self.checker.after_step(i, node);
+        self.checker.after_step(i, node, cap);
         self.check_log_bound(i);
         let sn = &mut self.nodes[i];
         let node = sn.node.as_ref().expect("stepped above");
@@ -639,8 +646,29 @@ impl Sim {
         self.drain(i);
     }
 
+    /// The commit index the checker may count as decided on node `i` (see
+    /// [`Checker::after_step`]): with leaders replicating while they write,
+    /// only the durable prefix.
+    fn commit_cap(&self, i: usize) -> Option<Index> {
+        if !self.opts.plan.replicate_while_writing {
+            return None;
+        }
+        // The disk's prefix that the in-memory log shares: a pending
+        // truncation makes what follows it stale.
+        let sn = &self.nodes[i];
+        let queued = sn.outbox.iter().filter_map(|a| match a {
+            Action::Persist(p) => Some(p),
+            _ => None,
+        });
+        let truncated = sn.syncing.iter().chain(queued).filter_map(|p| p.truncate_from).min();
+        let durable = sn.disk.last_index();
+        Some(truncated.map_or(durable, |from| durable.min(from.saturating_sub(1))))
+    }
+
     /// Executes queued actions of node `i` in order, stopping at a Persist
-    /// whose sync takes time: nothing after it runs before it is durable.
+    /// whose sync takes time: nothing after it runs before it is durable,
+    /// except the messages raft-core's [`EarlySends`] lets a leader send
+    /// while it writes (when the plan says so).
     fn drain(&mut self, i: usize) {
         loop {
             let sn = &mut self.nodes[i];
@@ -654,15 +682,31 @@ impl Sim {
                     if max == 0 || self.opts.scripted {
                         sn.disk.apply(p);
                     } else {
+                        let (p, early) = if self.opts.plan.replicate_while_writing {
+                            take_early_sends(sn.id, p, &mut sn.outbox)
+                        } else {
+                            (p, Vec::new())
+                        };
                         sn.syncing = Some(p);
                         let life = sn.life;
                         let d = self.rng.gen_range(1..=max);
                         self.queue.push(self.now + d, Event::DiskSync { node: i, life });
+                        self.stats.early_sends += early.len() as u64;
+                        for m in early {
+                            self.send(m);
+                        }
                         return;
                     }
                 }
                 Action::Send(m) => self.send(m),
-                Action::Apply(entries) => self.apply(i, entries),
+                Action::Apply(entries) => {
+                    // The entries' own writes are durable now: let the
+                    // checker count the commit they reveal first.
+                    if let (Some(cap), Some(node)) = (self.commit_cap(i), self.nodes[i].node.as_ref()) {
+                        self.checker.after_step(i, node, Some(cap));
+                    }
+                    self.apply(i, entries)
+                }
                 Action::ProposalLost(lost) => self.lost(i, lost),
                 Action::ReadReady { id, index } => {
                     if let Some(r) = self.nodes[i].reads.get_mut(&id) {
@@ -1220,8 +1264,9 @@ impl Sim {
                 _ => {}
             }
         }
+        let cap = self.commit_cap(i);
         let sn = &mut self.nodes[i];
-        self.checker.after_step(i, sn.node.as_ref().expect("up"));
+        self.checker.after_step(i, sn.node.as_ref().expect("up"), cap);
         sn.outbox.extend(acts.drain(..));
         self.scratch = acts;
         self.drain(i);
@@ -1260,4 +1305,30 @@ pub fn restored_with_log(nodes: usize, terms: &[Term], commands: &[Bytes], term:
         })
         .collect();
     r
+}
+
+/// Takes out of `outbox` (the actions after `p`, in order) the messages
+/// node `me` may send while `p` is being written, and gives `p` back.
+fn take_early_sends(
+    me: NodeId,
+    p: raft_core::Persist,
+    outbox: &mut VecDeque<Action>,
+) -> (raft_core::Persist, Vec<Message>) {
+    let mut early = EarlySends::new(me);
+    let write = Action::Persist(p);
+    early.allows(&write);
+    let Action::Persist(p) = write else { unreachable!("built above") };
+    let mut sends = Vec::new();
+    let mut kept = VecDeque::with_capacity(outbox.len());
+    for action in outbox.drain(..) {
+        // Every action goes through `allows`, in order: a later vote or
+        // truncation closes the walk.
+        if !early.allows(&action) {
+            kept.push_back(action);
+        } else if let Action::Send(m) = action {
+            sends.push(m);
+        }
+    }
+    *outbox = kept;
+    (p, sends)
 }

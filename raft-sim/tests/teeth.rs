@@ -5,7 +5,7 @@
 use raft_core::broken::{self, BrokenRule};
 use raft_sim::client::ReadMode;
 use raft_sim::faults::CLOCK_DRIFT_BOUND_PERMILLE;
-use raft_sim::{run_seed, scenarios, FaultKinds, FaultPlan, Property, RunOptions};
+use raft_sim::{run_seed, scenarios, FaultKinds, FaultPlan, Property, RunOptions, Sim, SimOptions};
 
 /// Runs seeds until one fails; returns (seed, property).
 fn hunt(rule: Option<BrokenRule>, local_reads: bool, max_seeds: u64) -> Option<(u64, Property)> {
@@ -135,4 +135,57 @@ fn lease_reads_within_the_drift_bound_pass_the_same_seeds() {
 #[test]
 fn correct_rules_pass_the_same_seeds() {
     assert_eq!(hunt(None, false, 3), None);
+}
+
+/// One voter and one learner, slow disks, leaders replicating while they
+/// write, two clients: the one shape where the leader's own copy alone is a
+/// quorum, so its commit index runs ahead of its disk at every proposal.
+fn lone_voter_run(seed: u64) -> (Option<raft_sim::Violation>, u64) {
+    use raft_core::{Membership, Restored};
+    let mut membership = Membership::with_voters([(1, "n1")]);
+    membership.learners.insert(2, "n2".into());
+    let mut opts = SimOptions::new(seed, 2);
+    opts.restored = Some(vec![Restored::new_cluster(membership); 2]);
+    opts.plan.disk_latency_max_ms = 10;
+    opts.plan.replicate_while_writing = true;
+    opts.clients = 2;
+    let mut sim = Sim::new(opts);
+    sim.run_for(3_000);
+    (sim.violation().cloned(), sim.stats().early_sends)
+}
+
+// Dissertation 10.2.1: a leader may send new entries before its own write of
+// them is durable, but no commit index that counts that copy may leave.
+#[test]
+fn early_send_revealing_a_commit_is_caught() {
+    broken::set(BrokenRule::EarlySendRevealsCommit);
+    let found = (0..10).find_map(|seed| lone_voter_run(seed).0.map(|v| (seed, v)));
+    broken::repair_all();
+    let (seed, v) = found.expect("EarlySendRevealsCommit not caught in 10 seeds");
+    eprintln!("EarlySendRevealsCommit caught at seed {seed}: {v}");
+    assert_eq!(v.property, Property::CommittedDurable);
+}
+
+#[test]
+fn early_sends_with_the_commit_check_pass_the_same_seeds() {
+    for seed in 0..10 {
+        // Every message of a lone voter carries a commit index that counts
+        // its own pending copy: with the check, none leaves early.
+        assert_eq!(lone_voter_run(seed), (None, 0), "seed {seed}");
+    }
+}
+
+// Replicating while writing, under every fault (crashes lose writes in
+// flight after their entries left), passes the seeds the plain order does.
+#[test]
+fn replicate_while_writing_passes_random_faults() {
+    let opts = RunOptions { safety_ms: 3_000, replicate_while_writing: Some(true), ..RunOptions::default() };
+    let early: u64 = (0..20)
+        .map(|seed| {
+            let r = run_seed(seed, &opts);
+            assert_eq!(r.violation, None, "seed {seed}: {}", r.failure_text());
+            r.stats.early_sends
+        })
+        .sum();
+    assert!(early > 0, "nothing was sent early in 20 seeds");
 }
