@@ -200,7 +200,11 @@ fn run(seeds: Range<u64>, jobs: Option<usize>, args: &RunArgs) -> ExitCode {
     println!("seeds:            {total}");
     println!("events:           {events}");
     println!("client ops:       {ops} checked ({unknown} unknown outcome; max {max_ops} per run)");
-    println!("linearizability:  {lin:.2}s total ({:.3} ms per run)", lin * 1e3 / total as f64);
+    let inconclusive = reports.iter().filter(|r| r.lin_inconclusive).count();
+    println!(
+        "linearizability:  {lin:.2}s total ({:.3} ms per run); {inconclusive} runs inconclusive (search budget exhausted)",
+        lin * 1e3 / total as f64
+    );
     let early: u64 = reports.iter().map(|r| r.stats.early_sends).sum();
     let lost_writes: u64 = reports.iter().map(|r| r.stats.crashes_while_writing).sum();
     println!("early sends:      {early} AppendEntries sent while the leader wrote ({lost_writes} crashes lost a write in flight)");

@@ -97,6 +97,9 @@ pub struct RunReport {
     pub ops_checked: usize,
     /// Time spent in the linearizability check.
     pub lin_seconds: f64,
+    /// The linearizability search ran out of budget on some key: that key's
+    /// history was neither proven linearizable nor refuted.
+    pub lin_inconclusive: bool,
     /// The last trace lines (filled on failure).
     pub last_lines: Vec<String>,
     /// Logical time at the end.
@@ -194,10 +197,12 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
             Some(Violation { property: Property::Liveness, detail: "run ended before converging".into() });
     }
     let mut lin_seconds = 0.0;
+    let mut lin_inconclusive = false;
     if violation.is_none() {
         let start = Instant::now();
         match check_history(sim.history(), opts.lin_budget) {
-            LinResult::Ok | LinResult::Inconclusive { .. } => {}
+            LinResult::Ok => {}
+            LinResult::Inconclusive { .. } => lin_inconclusive = true,
             bad @ LinResult::Violation { .. } => {
                 violation = Some(Violation { property: Property::Linearizability, detail: bad.to_string() })
             }
@@ -256,6 +261,7 @@ pub fn run_seed(seed: u64, opts: &RunOptions) -> RunReport {
         trace_hash: sim.trace().hash(),
         ops_checked: sim.history().len(),
         lin_seconds,
+        lin_inconclusive,
         last_lines,
         end_ms: sim.now(),
         replay,
