@@ -200,10 +200,12 @@ fn run(seeds: Range<u64>, jobs: Option<usize>, args: &RunArgs) -> ExitCode {
     println!("seeds:            {total}");
     println!("events:           {events}");
     println!("client ops:       {ops} checked ({unknown} unknown outcome; max {max_ops} per run)");
-    let inconclusive = reports.iter().filter(|r| r.lin_inconclusive).count();
+    let inconclusive: Vec<u64> = reports.iter().filter(|r| r.lin_inconclusive).map(|r| r.seed).collect();
     println!(
-        "linearizability:  {lin:.2}s total ({:.3} ms per run); {inconclusive} runs inconclusive (search budget exhausted)",
-        lin * 1e3 / total as f64
+        "linearizability:  {lin:.2}s total ({:.3} ms per run); {} runs inconclusive (search budget exhausted){}",
+        lin * 1e3 / total as f64,
+        inconclusive.len(),
+        if inconclusive.is_empty() { String::new() } else { format!(": seeds {inconclusive:?}") }
     );
     let early: u64 = reports.iter().map(|r| r.stats.early_sends).sum();
     let lost_writes: u64 = reports.iter().map(|r| r.stats.crashes_while_writing).sum();
