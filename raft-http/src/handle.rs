@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::{Index, Message, NodeId, ReadPolicy, Status, Topology};
+use raft_core::{Index, Message, NodeId, ProposeError, ReadPolicy, Status, Topology};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -88,7 +88,8 @@ impl RaftHandle {
     /// leader it knows of ([`crate::Connect::forward`]) and hands back the
     /// leader's outcome. While no leader is known, or after the leader
     /// changed under a proposal that provably was not made, it waits for a
-    /// leader and tries again, a few times.
+    /// leader and tries again, a few times; so it does while a leader hands
+    /// leadership over (it refuses proposals until the new one leads).
     ///
     /// Fails with [`Error::Timeout`] after the configured propose timeout
     /// (the command may still commit later), [`Error::ProposalLost`] if a new
@@ -155,6 +156,7 @@ impl RaftHandle {
             if remaining.is_zero() {
                 return Err(Error::Timeout);
             }
+            let before = self.leader.borrow().leader;
             let mut tried = None;
             let outcome = match self.local(request.clone(), remaining).await {
                 Err(Error::NotLeader { leader_hint }) if leader_hint != self.shared.id => {
@@ -165,10 +167,20 @@ impl RaftHandle {
             };
             match outcome {
                 // Definitely not done: try again at once if this node has
-                // heard of another leader meanwhile, else wait for news.
-                Err(Error::NoLeader | Error::NotLeader { .. }) if attempt < PROPOSE_ATTEMPTS => {
+                // heard of another leader during the attempt, else wait for
+                // news. The watch can lag the core (a term change is
+                // published once its vote is durable): a leader it showed
+                // before the attempt is no news. A leader handing over
+                // refuses proposals until the new one leads: wait for that.
+                Err(
+                    ref e @ (Error::NoLeader
+                    | Error::NotLeader { .. }
+                    | Error::Rejected(ProposeError::TransferInProgress)),
+                ) if attempt < PROPOSE_ATTEMPTS => {
+                    let transferring = matches!(e, Error::Rejected(_));
                     let known = self.leader.borrow().leader;
-                    if known.is_none() || known == tried {
+                    let news = known.is_some() && known != before && known != tried;
+                    if transferring || !news {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         self.wait_for_leader(remaining.min(LEADER_WAIT)).await;
                     }
@@ -180,12 +192,23 @@ impl RaftHandle {
 
     /// Runs `request` on this node only.
     async fn local(&self, request: Request, timeout: Duration) -> Result<Reply, Error> {
+        self.local_or(request, timeout, || Error::Stopped).await
+    }
+
+    /// [`RaftHandle::local`], answering `taken_then_stopped()` when the node
+    /// stopped after it took the request (which may then still commit).
+    async fn local_or(
+        &self,
+        request: Request,
+        timeout: Duration,
+        taken_then_stopped: impl Fn() -> Error,
+    ) -> Result<Reply, Error> {
         let work = async {
             match request {
                 Request::Propose(command) => {
                     let (tx, rx) = oneshot::channel();
                     self.commands.send(Command::Propose(command, tx)).await.map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| Error::Stopped)?.map(Reply::Applied)
+                    rx.await.map_err(|_| taken_then_stopped())?.map(Reply::Applied)
                 }
                 Request::SetConfiguration(topology) => {
                     let (tx, rx) = oneshot::channel();
@@ -193,7 +216,7 @@ impl RaftHandle {
                         .send(Command::SetConfiguration(topology, tx))
                         .await
                         .map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| Error::Stopped)?.map(Reply::Configured)
+                    rx.await.map_err(|_| taken_then_stopped())?.map(Reply::Configured)
                 }
                 Request::TransferLeadership(to) => {
                     let (tx, rx) = oneshot::channel();
@@ -201,7 +224,7 @@ impl RaftHandle {
                         .send(Command::TransferLeadership(to, tx))
                         .await
                         .map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| Error::Stopped)?.map(|()| Reply::Transferred)
+                    rx.await.map_err(|_| taken_then_stopped())?.map(|()| Reply::Transferred)
                 }
             }
         };
@@ -226,7 +249,12 @@ impl RaftHandle {
     /// only (never forwards again) and returns the encoded outcome.
     pub(crate) async fn answer_forwarded(&self, request: &[u8]) -> Bytes {
         let outcome = match forward::decode_request(request) {
-            Ok(request) => self.local(request, self.shared.propose_timeout).await,
+            // A plain Stopped travels as "no leader", which the follower
+            // retries: right only if this node never took the request.
+            Ok(request) => {
+                let stopped = || Error::Forward("the leader stopped with the request in flight".into());
+                self.local_or(request, self.shared.propose_timeout, stopped).await
+            }
             Err(message) => Err(Error::Forward(message)),
         };
         forward::encode_outcome(outcome)

@@ -491,6 +491,25 @@ fn apply_loop(
     }
 }
 
+/// Answers a command the node will never step.
+fn refuse(command: Command) {
+    match command {
+        Command::Propose(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::SetConfiguration(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::TransferLeadership(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::Read(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::Messages(_) | Command::Status(_) | Command::Shutdown => {}
+    }
+}
+
 struct Driver {
     node: Node,
     connect: Arc<dyn Connect>,
@@ -595,6 +614,12 @@ impl Driver {
             if !self.dispatch() {
                 break 'run;
             }
+        }
+        // Requests still queued were never stepped: say so, since a dropped
+        // reply reads as "taken, outcome unknown".
+        commands.close();
+        while let Ok(command) = commands.try_recv() {
+            refuse(command);
         }
         // Closing the channels ends both threads once their queues are done.
         self.persist_tx = None;
