@@ -21,7 +21,7 @@ const PROPOSE_ATTEMPTS: usize = 8;
 
 /// How long [`RaftHandle::propose`] waits for a leader to be known before it
 /// tries again (an election takes 150-300 ms with the default config).
-const LEADER_WAIT: Duration = Duration::from_millis(400);
+pub(crate) const LEADER_WAIT: Duration = Duration::from_millis(400);
 
 /// What the node task is asked to do.
 pub(crate) enum Command {
@@ -261,7 +261,7 @@ impl RaftHandle {
     }
 
     /// Waits up to `timeout` for the leader watch to change or show a leader.
-    async fn wait_for_leader(&self, timeout: Duration) {
+    pub(crate) async fn wait_for_leader(&self, timeout: Duration) {
         let mut leader = self.leader.clone();
         let known = leader.borrow_and_update().leader;
         let _ = tokio::time::timeout(timeout, async {
