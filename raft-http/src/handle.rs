@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::{Index, Message, NodeId, ProposeError, ReadPolicy, Status, Topology};
+use raft_core::{Index, Message, NodeId, ProposeError, ReadPolicy, Role, Status, Term, Topology};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) id: NodeId,
     pub(crate) propose_timeout: Duration,
     pub(crate) read_timeout: Duration,
+    /// The longest election timeout (`election_ticks_max` ticks): how long
+    /// the core gives a leadership transfer.
+    pub(crate) election_timeout: Duration,
     pub(crate) connect: Arc<dyn Connect>,
     /// Addresses to use for nodes the membership does not list (yet).
     pub(crate) peers: BTreeMap<NodeId, String>,
@@ -357,10 +360,146 @@ impl RaftHandle {
 
     /// Stops the node and waits until it has: its pending writes are
     /// finished and the data directory is closed (so it can be reopened).
-    /// Waiting callers get [`Error::Stopped`].
+    /// Waiting callers get [`Error::Stopped`]. A leader just stops: the
+    /// others elect a new one after an election timeout. See
+    /// [`RaftHandle::shutdown_with`] to hand leadership over first.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
         let mut stopped = self.stopped.clone();
         let _ = stopped.wait_for(|&s| s).await;
     }
+
+    /// [`RaftHandle::shutdown`], with `options`. With
+    /// [`ShutdownOptions::transfer_leadership`], a leader first hands
+    /// leadership to its most caught-up voter (the core's transfer,
+    /// dissertation 3.10: the target gets the whole log, then campaigns at
+    /// once) and waits until it leads, so the cluster goes on without
+    /// waiting for an election timeout. Then it waits until it has applied
+    /// what it had accepted as leader (committed by the new leader), so
+    /// that the proposers waiting on it get their responses rather than
+    /// [`Error::Stopped`], and stops as [`RaftHandle::shutdown`] does. Both
+    /// waits share [`ShutdownOptions::transfer_timeout`]. A transfer that
+    /// fails or times out is logged and reported in the returned
+    /// [`Handoff`]; the node stops anyway.
+    pub async fn shutdown_with(&self, options: ShutdownOptions) -> Handoff {
+        let handoff = if options.transfer_leadership {
+            let timeout = options.transfer_timeout.unwrap_or(self.shared.election_timeout * 2);
+            self.hand_off(timeout).await
+        } else {
+            Handoff::NotRequested
+        };
+        self.shutdown().await;
+        handoff
+    }
+
+    async fn hand_off(&self, timeout: Duration) -> Handoff {
+        let deadline = Instant::now() + timeout;
+        if !self.leader.borrow().is_leader {
+            return Handoff::NotLeader;
+        }
+        let status = match self.status().await {
+            Ok(status) if status.role == Role::Leader => status,
+            Ok(_) => return Handoff::NotLeader,
+            Err(e) => return Handoff::Failed(e),
+        };
+        let Some(to) = successor(&status) else {
+            tracing::info!(node = self.shared.id, "shutting down: no other voter to hand leadership to");
+            return Handoff::NoSuccessor;
+        };
+        tracing::info!(
+            node = self.shared.id,
+            to,
+            term = status.term,
+            "handing leadership over before shutting down"
+        );
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // On this node only: had it lost leadership meanwhile, a forwarded
+        // transfer would move leadership between the others for nothing.
+        if let Err(e) = self.local(Request::TransferLeadership(to), remaining).await {
+            tracing::warn!(
+                node = self.shared.id,
+                to,
+                "leadership transfer failed, shutting down anyway: {e}"
+            );
+            return Handoff::Failed(e);
+        }
+        let term = self.leader.borrow().term;
+        // The target held every entry this node accepted before it took
+        // over; they commit with its first entry.
+        let last = match self.status().await {
+            Ok(status) => status.last_index,
+            Err(e) => return Handoff::Failed(e),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(remaining, self.wait_applied(last)).await.is_err() {
+            tracing::warn!(
+                node = self.shared.id,
+                last,
+                applied = self.applied_index(),
+                "leadership handed over, but its last entries did not apply in time: stopping anyway"
+            );
+        }
+        tracing::info!(node = self.shared.id, to, term, "leadership handed over");
+        Handoff::Transferred { to, term }
+    }
+}
+
+/// The voter a leader hands over to: the one with the most of its log (the
+/// core catches it up before it campaigns), the lowest id among equals.
+fn successor(status: &Status) -> Option<NodeId> {
+    status
+        .progress
+        .iter()
+        .filter(|(id, ..)| *id != status.id && status.membership.is_voter(*id))
+        .max_by_key(|(id, match_index, ..)| (*match_index, std::cmp::Reverse(*id)))
+        .map(|(id, ..)| *id)
+}
+
+/// How [`RaftHandle::shutdown_with`] stops a node. The default is
+/// [`RaftHandle::shutdown`]'s behaviour.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownOptions {
+    /// A leader hands leadership over before it stops (default false).
+    pub transfer_leadership: bool,
+    /// How long a leader waits for its successor to take over and for its
+    /// own accepted entries to apply (default: twice the election timeout,
+    /// `election_ticks_max` ticks; the core gives the transfer one).
+    pub transfer_timeout: Option<Duration>,
+}
+
+impl ShutdownOptions {
+    /// Sets [`ShutdownOptions::transfer_leadership`].
+    pub fn transfer_leadership(mut self, transfer: bool) -> Self {
+        self.transfer_leadership = transfer;
+        self
+    }
+
+    /// Sets [`ShutdownOptions::transfer_timeout`].
+    pub fn transfer_timeout(mut self, timeout: Duration) -> Self {
+        self.transfer_timeout = Some(timeout);
+        self
+    }
+}
+
+/// What became of leadership in [`RaftHandle::shutdown_with`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Handoff {
+    /// No transfer was asked for.
+    NotRequested,
+    /// This node was not the leader: nothing to hand over.
+    NotLeader,
+    /// This node was the only voter.
+    NoSuccessor,
+    /// `to` leads now, in `term`.
+    Transferred {
+        /// The new leader.
+        to: NodeId,
+        /// Its term.
+        term: Term,
+    },
+    /// The transfer was refused or timed out; the node stopped anyway and
+    /// the others elect a leader after an election timeout.
+    Failed(Error),
 }

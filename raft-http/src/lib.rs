@@ -20,7 +20,8 @@
 //!   [`RaftHandle::set_configuration`], [`RaftHandle::transfer_leadership`],
 //!   [`RaftHandle::status`],
 //!   [`RaftHandle::leader`] (a watch channel of leader changes),
-//!   [`RaftHandle::shutdown`].
+//!   [`RaftHandle::shutdown`] and [`RaftHandle::shutdown_with`] (a leader
+//!   can hand leadership over first, [`ShutdownOptions`]).
 //! - Egress is the [`Peer`] trait, made per remote node by a [`Connect`]:
 //!   [`HttpConnect`]/[`HttpPeer`] POST postcard-encoded batches with reqwest;
 //!   [`ChannelNetwork`] delivers in-process, for tests.
@@ -156,7 +157,7 @@ pub mod session;
 mod transport;
 
 pub use error::{Error, RestoreError};
-pub use handle::{LeaderState, RaftHandle};
+pub use handle::{Handoff, LeaderState, RaftHandle, ShutdownOptions};
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};
 pub use peer::{ChannelNetwork, Connect, Forwarded, HttpConnect, HttpOptions, HttpPeer, Peer};
 pub use runtime::{Options, RaftNode, StateMachine};

@@ -284,6 +284,7 @@ impl RaftNode {
             id,
             propose_timeout: options.propose_timeout,
             read_timeout: options.read_timeout,
+            election_timeout: options.tick * options.config.election_ticks_max,
             connect,
             peers: options.peers,
             metrics,

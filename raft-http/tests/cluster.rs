@@ -12,8 +12,8 @@ use bytes::Bytes;
 use raft_core::{Config, Membership, NodeId};
 use raft_http::session::{SessionCommand, SessionResponse};
 use raft_http::{
-    ChannelNetwork, Error, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, Session, SessionOptions,
-    Sessions, StateMachine, Transport, CLUSTER_HEADER,
+    ChannelNetwork, Error, Handoff, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, Session,
+    SessionOptions, Sessions, ShutdownOptions, StateMachine, Transport, CLUSTER_HEADER,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -761,4 +761,104 @@ async fn a_snapshot_the_state_machine_cannot_restore_fails_the_start() {
         Err(Error::Restore(e)) => assert!(e.to_string().contains("not a sessions snapshot"), "{e}"),
         other => panic!("expected Error::Restore, got {other:?}"),
     }
+}
+
+// Dissertation 3.10: a leader that shuts down hands leadership over first,
+// so the cluster does not wait an election timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_shutdown_with_transfer_hands_over_in_the_next_term_and_loses_no_write() {
+    let dirs = dirs(3);
+    let (listeners, membership) = http_listeners(3).await;
+    // Elections after 1-2 s: a leader sooner than that comes from the
+    // transfer, not from an election timeout.
+    let election_timeout_min = Duration::from_secs(1);
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut config = Config::new(i as NodeId + 1);
+        config.election_ticks_min = 100;
+        config.election_ticks_max = 200;
+        let options = Options::new(config, dirs[i].path()).initial_membership(membership.clone());
+        nodes.push(HttpNode::start_with(options, listener, |recorder| recorder).await);
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|n| &n.handle).collect();
+    let leader = agreed_leader(&handles).await;
+    let old_term = handles[leader].leader().borrow().term;
+    propose(&handles, "before").await;
+    drop(handles);
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+
+    // A client writes through a follower all along.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let client = nodes[survivors[0]].handle.clone();
+    let writer = tokio::spawn({
+        let acked = acked.clone();
+        async move {
+            let mut failures = Vec::new();
+            for i in 0.. {
+                if stop_rx.try_recv().is_ok() {
+                    break;
+                }
+                let command = format!("bg-{i}");
+                match client.propose(command.clone()).await {
+                    Ok(response) => {
+                        assert_eq!(response, Bytes::from(format!("ok:{command}")));
+                        acked.lock().unwrap().push(command);
+                    }
+                    Err(e) => failures.push(format!("{command}: {e}")),
+                }
+            }
+            failures
+        }
+    });
+    let written = || acked.lock().unwrap().len();
+    until("the client to write", || written() >= 5).await;
+
+    let started = std::time::Instant::now();
+    let transfer = ShutdownOptions::default().transfer_leadership(true);
+    let handoff = within("the shutdown", nodes[leader].handle.shutdown_with(transfer.clone())).await;
+    let elapsed = started.elapsed();
+
+    let Handoff::Transferred { to, term } = handoff else { panic!("no handoff: {handoff:?}") };
+    assert_ne!(to, nodes[leader].id);
+    assert_eq!(term, old_term + 1);
+    assert!(elapsed < election_timeout_min, "the handoff took {elapsed:?}");
+    assert!(nodes[leader].handle.is_stopped());
+    let rest: Vec<&RaftHandle> = survivors.iter().map(|&i| &nodes[i].handle).collect();
+    assert_eq!(rest[agreed_leader(&rest).await].id(), to);
+    for handle in &rest {
+        assert_eq!(handle.leader().borrow().term, old_term + 1, "an election followed the handoff");
+    }
+    drop(rest);
+    // The client goes on writing, and none of its writes failed.
+    let before = written();
+    until("the client to write after the handoff", || written() >= before + 5).await;
+    stop_tx.send(()).unwrap();
+    let failures = within("the client to stop", writer).await.unwrap();
+    assert!(failures.is_empty(), "writes failed across the handoff: {failures:?}");
+    let acked = acked.lock().unwrap().clone();
+    for &i in &survivors {
+        within("a read barrier", nodes[i].handle.read()).await.unwrap();
+        let recorder = &nodes[i].recorder;
+        assert_eq!(applied_times(recorder, "before"), 1);
+        for command in &acked {
+            assert_eq!(applied_times(recorder, command), 1, "{command} on node {}", nodes[i].id);
+        }
+    }
+    nodes[leader].stop().await;
+
+    // A follower has nothing to hand over.
+    let new_leader = survivors.iter().copied().find(|&i| nodes[i].id == to).unwrap();
+    let follower = survivors.iter().copied().find(|&i| i != new_leader).unwrap();
+    let handoff =
+        within("a follower's shutdown", nodes[follower].handle.shutdown_with(transfer.clone())).await;
+    assert!(matches!(handoff, Handoff::NotLeader), "{handoff:?}");
+    nodes[follower].stop().await;
+    // The last node leads, but no other voter is up: the transfer fails
+    // within its deadline and the node stops all the same.
+    let bounded = transfer.transfer_timeout(Duration::from_millis(300));
+    let handoff = within("the last shutdown", nodes[new_leader].handle.shutdown_with(bounded)).await;
+    assert!(matches!(handoff, Handoff::Failed(_)), "{handoff:?}");
+    assert!(nodes[new_leader].handle.is_stopped());
+    nodes[new_leader].stop().await;
 }
