@@ -3,6 +3,8 @@
 use raft_core::{ConfigChangeError, NodeError, NodeId, ProposeError, ReadError, TransferError};
 use raft_storage::StorageError;
 
+use crate::session::SessionError;
+
 /// Why a [`crate::RaftHandle`] call or [`crate::RaftNode::start`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -61,6 +63,32 @@ pub enum Error {
     /// The core refused to start (invalid config or inconsistent state).
     #[error("node: {0}")]
     Node(#[from] NodeError),
+    /// The state machine could not restore a snapshot
+    /// ([`crate::StateMachine::try_restore`]): [`crate::RaftNode::start`]
+    /// fails with it; a running node stops instead of applying entries to a
+    /// state it could not rebuild.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// A client session refused the request ([`crate::Session`]): the
+    /// session expired, the serial is too old, or the response was not a
+    /// session response.
+    #[error("session: {0}")]
+    Session(#[from] SessionError),
+}
+
+/// Why a state machine could not restore a snapshot (see
+/// [`crate::StateMachine::try_restore`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot restore the snapshot: {source}")]
+pub struct RestoreError {
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl RestoreError {
+    /// Wraps the reason: any error, or a message (`&str`, `String`).
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        RestoreError { source: source.into() }
+    }
 }
 
 impl Error {

@@ -51,6 +51,8 @@ enum WireError {
     TransferInProgress,
     TransferTimeout,
     Other(String),
+    // New variants go last: postcard numbers them in order.
+    ProposeTransferInProgress,
 }
 
 impl WireError {
@@ -67,6 +69,7 @@ impl WireError {
             Error::Rejected(ProposeError::TooLarge { size, max }) => WireError::TooLarge { size, max },
             Error::Rejected(ProposeError::Empty) => WireError::Empty,
             Error::Rejected(ProposeError::UncommittedLimit { max }) => WireError::UncommittedLimit { max },
+            Error::Rejected(ProposeError::TransferInProgress) => WireError::ProposeTransferInProgress,
             Error::ConfigChange(C::ConfigChangeInProgress) => WireError::ConfigInProgress,
             Error::ConfigChange(C::LeaderNotReady) => WireError::LeaderNotReady,
             Error::ConfigChange(C::NoVoters) => WireError::NoVoters,
@@ -94,6 +97,7 @@ impl WireError {
             WireError::TooLarge { size, max } => Error::Rejected(ProposeError::TooLarge { size, max }),
             WireError::Empty => Error::Rejected(ProposeError::Empty),
             WireError::UncommittedLimit { max } => Error::Rejected(ProposeError::UncommittedLimit { max }),
+            WireError::ProposeTransferInProgress => Error::Rejected(ProposeError::TransferInProgress),
             WireError::ConfigInProgress => Error::ConfigChange(C::ConfigChangeInProgress),
             WireError::LeaderNotReady => Error::ConfigChange(C::LeaderNotReady),
             WireError::NoVoters => Error::ConfigChange(C::NoVoters),
@@ -157,6 +161,7 @@ mod tests {
             Err(Error::Rejected(ProposeError::TooLarge { size: 10, max: 5 })),
             Err(Error::Rejected(ProposeError::Empty)),
             Err(Error::Rejected(ProposeError::UncommittedLimit { max: 7 })),
+            Err(Error::Rejected(ProposeError::TransferInProgress)),
             Err(Error::ConfigChange(ConfigChangeError::ConfigChangeInProgress)),
             Err(Error::ConfigChange(ConfigChangeError::LeaderNotReady)),
             Err(Error::ConfigChange(ConfigChangeError::NoVoters)),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::{Index, Message, NodeId, ReadPolicy, Status, Topology};
+use raft_core::{Index, Message, NodeId, ProposeError, ReadPolicy, Role, Status, Term, Topology};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -21,7 +21,7 @@ const PROPOSE_ATTEMPTS: usize = 8;
 
 /// How long [`RaftHandle::propose`] waits for a leader to be known before it
 /// tries again (an election takes 150-300 ms with the default config).
-const LEADER_WAIT: Duration = Duration::from_millis(400);
+pub(crate) const LEADER_WAIT: Duration = Duration::from_millis(400);
 
 /// What the node task is asked to do.
 pub(crate) enum Command {
@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) id: NodeId,
     pub(crate) propose_timeout: Duration,
     pub(crate) read_timeout: Duration,
+    /// The longest election timeout (`election_ticks_max` ticks): how long
+    /// the core gives a leadership transfer.
+    pub(crate) election_timeout: Duration,
     pub(crate) connect: Arc<dyn Connect>,
     /// Addresses to use for nodes the membership does not list (yet).
     pub(crate) peers: BTreeMap<NodeId, String>,
@@ -88,7 +91,8 @@ impl RaftHandle {
     /// leader it knows of ([`crate::Connect::forward`]) and hands back the
     /// leader's outcome. While no leader is known, or after the leader
     /// changed under a proposal that provably was not made, it waits for a
-    /// leader and tries again, a few times.
+    /// leader and tries again, a few times; so it does while a leader hands
+    /// leadership over (it refuses proposals until the new one leads).
     ///
     /// Fails with [`Error::Timeout`] after the configured propose timeout
     /// (the command may still commit later), [`Error::ProposalLost`] if a new
@@ -155,6 +159,7 @@ impl RaftHandle {
             if remaining.is_zero() {
                 return Err(Error::Timeout);
             }
+            let before = self.leader.borrow().leader;
             let mut tried = None;
             let outcome = match self.local(request.clone(), remaining).await {
                 Err(Error::NotLeader { leader_hint }) if leader_hint != self.shared.id => {
@@ -165,10 +170,20 @@ impl RaftHandle {
             };
             match outcome {
                 // Definitely not done: try again at once if this node has
-                // heard of another leader meanwhile, else wait for news.
-                Err(Error::NoLeader | Error::NotLeader { .. }) if attempt < PROPOSE_ATTEMPTS => {
+                // heard of another leader during the attempt, else wait for
+                // news. The watch can lag the core (a term change is
+                // published once its vote is durable): a leader it showed
+                // before the attempt is no news. A leader handing over
+                // refuses proposals until the new one leads: wait for that.
+                Err(
+                    ref e @ (Error::NoLeader
+                    | Error::NotLeader { .. }
+                    | Error::Rejected(ProposeError::TransferInProgress)),
+                ) if attempt < PROPOSE_ATTEMPTS => {
+                    let transferring = matches!(e, Error::Rejected(_));
                     let known = self.leader.borrow().leader;
-                    if known.is_none() || known == tried {
+                    let news = known.is_some() && known != before && known != tried;
+                    if transferring || !news {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         self.wait_for_leader(remaining.min(LEADER_WAIT)).await;
                     }
@@ -180,12 +195,23 @@ impl RaftHandle {
 
     /// Runs `request` on this node only.
     async fn local(&self, request: Request, timeout: Duration) -> Result<Reply, Error> {
+        self.local_or(request, timeout, || Error::Stopped).await
+    }
+
+    /// [`RaftHandle::local`], answering `taken_then_stopped()` when the node
+    /// stopped after it took the request (which may then still commit).
+    async fn local_or(
+        &self,
+        request: Request,
+        timeout: Duration,
+        taken_then_stopped: impl Fn() -> Error,
+    ) -> Result<Reply, Error> {
         let work = async {
             match request {
                 Request::Propose(command) => {
                     let (tx, rx) = oneshot::channel();
                     self.commands.send(Command::Propose(command, tx)).await.map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| Error::Stopped)?.map(Reply::Applied)
+                    rx.await.map_err(|_| taken_then_stopped())?.map(Reply::Applied)
                 }
                 Request::SetConfiguration(topology) => {
                     let (tx, rx) = oneshot::channel();
@@ -193,7 +219,7 @@ impl RaftHandle {
                         .send(Command::SetConfiguration(topology, tx))
                         .await
                         .map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| Error::Stopped)?.map(Reply::Configured)
+                    rx.await.map_err(|_| taken_then_stopped())?.map(Reply::Configured)
                 }
                 Request::TransferLeadership(to) => {
                     let (tx, rx) = oneshot::channel();
@@ -201,7 +227,7 @@ impl RaftHandle {
                         .send(Command::TransferLeadership(to, tx))
                         .await
                         .map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| Error::Stopped)?.map(|()| Reply::Transferred)
+                    rx.await.map_err(|_| taken_then_stopped())?.map(|()| Reply::Transferred)
                 }
             }
         };
@@ -226,14 +252,19 @@ impl RaftHandle {
     /// only (never forwards again) and returns the encoded outcome.
     pub(crate) async fn answer_forwarded(&self, request: &[u8]) -> Bytes {
         let outcome = match forward::decode_request(request) {
-            Ok(request) => self.local(request, self.shared.propose_timeout).await,
+            // A plain Stopped travels as "no leader", which the follower
+            // retries: right only if this node never took the request.
+            Ok(request) => {
+                let stopped = || Error::Forward("the leader stopped with the request in flight".into());
+                self.local_or(request, self.shared.propose_timeout, stopped).await
+            }
             Err(message) => Err(Error::Forward(message)),
         };
         forward::encode_outcome(outcome)
     }
 
     /// Waits up to `timeout` for the leader watch to change or show a leader.
-    async fn wait_for_leader(&self, timeout: Duration) {
+    pub(crate) async fn wait_for_leader(&self, timeout: Duration) {
         let mut leader = self.leader.clone();
         let known = leader.borrow_and_update().leader;
         let _ = tokio::time::timeout(timeout, async {
@@ -329,10 +360,146 @@ impl RaftHandle {
 
     /// Stops the node and waits until it has: its pending writes are
     /// finished and the data directory is closed (so it can be reopened).
-    /// Waiting callers get [`Error::Stopped`].
+    /// Waiting callers get [`Error::Stopped`]. A leader just stops: the
+    /// others elect a new one after an election timeout. See
+    /// [`RaftHandle::shutdown_with`] to hand leadership over first.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
         let mut stopped = self.stopped.clone();
         let _ = stopped.wait_for(|&s| s).await;
     }
+
+    /// [`RaftHandle::shutdown`], with `options`. With
+    /// [`ShutdownOptions::transfer_leadership`], a leader first hands
+    /// leadership to its most caught-up voter (the core's transfer,
+    /// dissertation 3.10: the target gets the whole log, then campaigns at
+    /// once) and waits until it leads, so the cluster goes on without
+    /// waiting for an election timeout. Then it waits until it has applied
+    /// what it had accepted as leader (committed by the new leader), so
+    /// that the proposers waiting on it get their responses rather than
+    /// [`Error::Stopped`], and stops as [`RaftHandle::shutdown`] does. Both
+    /// waits share [`ShutdownOptions::transfer_timeout`]. A transfer that
+    /// fails or times out is logged and reported in the returned
+    /// [`Handoff`]; the node stops anyway.
+    pub async fn shutdown_with(&self, options: ShutdownOptions) -> Handoff {
+        let handoff = if options.transfer_leadership {
+            let timeout = options.transfer_timeout.unwrap_or(self.shared.election_timeout * 2);
+            self.hand_off(timeout).await
+        } else {
+            Handoff::NotRequested
+        };
+        self.shutdown().await;
+        handoff
+    }
+
+    async fn hand_off(&self, timeout: Duration) -> Handoff {
+        let deadline = Instant::now() + timeout;
+        if !self.leader.borrow().is_leader {
+            return Handoff::NotLeader;
+        }
+        let status = match self.status().await {
+            Ok(status) if status.role == Role::Leader => status,
+            Ok(_) => return Handoff::NotLeader,
+            Err(e) => return Handoff::Failed(e),
+        };
+        let Some(to) = successor(&status) else {
+            tracing::info!(node = self.shared.id, "shutting down: no other voter to hand leadership to");
+            return Handoff::NoSuccessor;
+        };
+        tracing::info!(
+            node = self.shared.id,
+            to,
+            term = status.term,
+            "handing leadership over before shutting down"
+        );
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // On this node only: had it lost leadership meanwhile, a forwarded
+        // transfer would move leadership between the others for nothing.
+        if let Err(e) = self.local(Request::TransferLeadership(to), remaining).await {
+            tracing::warn!(
+                node = self.shared.id,
+                to,
+                "leadership transfer failed, shutting down anyway: {e}"
+            );
+            return Handoff::Failed(e);
+        }
+        let term = self.leader.borrow().term;
+        // The target held every entry this node accepted before it took
+        // over; they commit with its first entry.
+        let last = match self.status().await {
+            Ok(status) => status.last_index,
+            Err(e) => return Handoff::Failed(e),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(remaining, self.wait_applied(last)).await.is_err() {
+            tracing::warn!(
+                node = self.shared.id,
+                last,
+                applied = self.applied_index(),
+                "leadership handed over, but its last entries did not apply in time: stopping anyway"
+            );
+        }
+        tracing::info!(node = self.shared.id, to, term, "leadership handed over");
+        Handoff::Transferred { to, term }
+    }
+}
+
+/// The voter a leader hands over to: the one with the most of its log (the
+/// core catches it up before it campaigns), the lowest id among equals.
+fn successor(status: &Status) -> Option<NodeId> {
+    status
+        .progress
+        .iter()
+        .filter(|(id, ..)| *id != status.id && status.membership.is_voter(*id))
+        .max_by_key(|(id, match_index, ..)| (*match_index, std::cmp::Reverse(*id)))
+        .map(|(id, ..)| *id)
+}
+
+/// How [`RaftHandle::shutdown_with`] stops a node. The default is
+/// [`RaftHandle::shutdown`]'s behaviour.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownOptions {
+    /// A leader hands leadership over before it stops (default false).
+    pub transfer_leadership: bool,
+    /// How long a leader waits for its successor to take over and for its
+    /// own accepted entries to apply (default: twice the election timeout,
+    /// `election_ticks_max` ticks; the core gives the transfer one).
+    pub transfer_timeout: Option<Duration>,
+}
+
+impl ShutdownOptions {
+    /// Sets [`ShutdownOptions::transfer_leadership`].
+    pub fn transfer_leadership(mut self, transfer: bool) -> Self {
+        self.transfer_leadership = transfer;
+        self
+    }
+
+    /// Sets [`ShutdownOptions::transfer_timeout`].
+    pub fn transfer_timeout(mut self, timeout: Duration) -> Self {
+        self.transfer_timeout = Some(timeout);
+        self
+    }
+}
+
+/// What became of leadership in [`RaftHandle::shutdown_with`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Handoff {
+    /// No transfer was asked for.
+    NotRequested,
+    /// This node was not the leader: nothing to hand over.
+    NotLeader,
+    /// This node was the only voter.
+    NoSuccessor,
+    /// `to` leads now, in `term`.
+    Transferred {
+        /// The new leader.
+        to: NodeId,
+        /// Its term.
+        term: Term,
+    },
+    /// The transfer was refused or timed out; the node stopped anyway and
+    /// the others elect a leader after an election timeout.
+    Failed(Error),
 }

@@ -20,7 +20,8 @@
 //!   [`RaftHandle::set_configuration`], [`RaftHandle::transfer_leadership`],
 //!   [`RaftHandle::status`],
 //!   [`RaftHandle::leader`] (a watch channel of leader changes),
-//!   [`RaftHandle::shutdown`].
+//!   [`RaftHandle::shutdown`] and [`RaftHandle::shutdown_with`] (a leader
+//!   can hand leadership over first, [`ShutdownOptions`]).
 //! - Egress is the [`Peer`] trait, made per remote node by a [`Connect`]:
 //!   [`HttpConnect`]/[`HttpPeer`] POST postcard-encoded batches with reqwest;
 //!   [`ChannelNetwork`] delivers in-process, for tests.
@@ -84,6 +85,41 @@
 //! # }
 //! ```
 //!
+//! Client sessions ([`session`]): a write whose outcome is unknown
+//! ([`Error::Timeout`], a leader lost mid-forward) may still commit, so
+//! retrying it may apply it twice. Wrap the state machine in [`Sessions`]
+//! and write through a [`Session`]: every write gets a serial, retries keep
+//! it, and the wrapper applies each serial at most once, caching the
+//! response for retries; its table is in the snapshots and expires by a
+//! policy every replica applies identically (see [`session`]).
+//!
+//! ```
+//! # use bytes::Bytes;
+//! # use raft_core::{Config, Membership};
+//! # use raft_http::{ChannelNetwork, Options, RaftNode, StateMachine};
+//! use raft_http::{Session, SessionOptions, Sessions};
+//! # struct Counter(u64);
+//! # impl StateMachine for Counter {
+//! #     fn apply(&mut self, _index: u64, _command: &[u8]) -> Bytes {
+//! #         self.0 += 1;
+//! #         Bytes::from(self.0.to_string())
+//! #     }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let options = Options::new(Config::new(1), dir.path())
+//! #     .initial_membership(Membership::with_voters([(1, "local")]));
+//! let machine = Sessions::new(Counter(0), SessionOptions::default())?;
+//! let handle = RaftNode::start(options, machine, ChannelNetwork::new()).await?;
+//!
+//! let mut session = Session::register(handle.clone()).await?;
+//! assert_eq!(session.propose("increment").await?, Bytes::from("1"));
+//! handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Over HTTP, each node serves its [`Transport`] and sends through
 //! [`HttpConnect`]; membership addresses are `host:port`:
 //!
@@ -117,11 +153,13 @@ mod handle;
 mod metrics;
 mod peer;
 mod runtime;
+pub mod session;
 mod transport;
 
-pub use error::Error;
-pub use handle::{LeaderState, RaftHandle};
+pub use error::{Error, RestoreError};
+pub use handle::{Handoff, LeaderState, RaftHandle, ShutdownOptions};
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};
 pub use peer::{ChannelNetwork, Connect, Forwarded, HttpConnect, HttpOptions, HttpPeer, Peer};
 pub use runtime::{Options, RaftNode, StateMachine};
+pub use session::{Session, SessionOptions, Sessions};
 pub use transport::{Transport, CLUSTER_HEADER};

@@ -15,7 +15,7 @@ use raft_core::{
 use raft_storage::{FileStorage, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::error::Error;
+use crate::error::{Error, RestoreError};
 use crate::handle::{Command, LeaderState, RaftHandle, Shared};
 use crate::metrics::Metrics;
 use crate::peer::{Connect, Peer};
@@ -47,6 +47,20 @@ pub trait StateMachine: Send + 'static {
     /// node too far behind. Entries after the snapshot are applied next.
     fn restore(&mut self, data: &[u8]) {
         let _ = data;
+    }
+
+    /// [`StateMachine::restore`] for data that might not decode; the
+    /// runtime calls this one. The default calls `restore` and succeeds.
+    /// Override it to refuse data the state machine cannot rebuild itself
+    /// from (a corrupt snapshot, or one written by another program or
+    /// format version): [`RaftNode::start`] then fails with
+    /// [`Error::Restore`], and a running node stops (logged, like a storage
+    /// failure) rather than apply later entries to a state it could not
+    /// rebuild. The data has passed the storage and transfer checksums, so
+    /// this points at a format mismatch or a bug, not at a bad disk.
+    fn try_restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        self.restore(data);
+        Ok(())
     }
 }
 
@@ -185,7 +199,7 @@ impl RaftNode {
         let connect: Arc<dyn Connect> = Arc::new(connect);
         let snapshot = match snapshot_data {
             Some(data) => {
-                state_machine.restore(&data);
+                state_machine.try_restore(&data)?;
                 Some(LocalSnapshot::new(node.snapshot_meta().clone(), data))
             }
             None => None,
@@ -271,6 +285,7 @@ impl RaftNode {
             id,
             propose_timeout: options.propose_timeout,
             read_timeout: options.read_timeout,
+            election_timeout: options.tick * options.config.election_ticks_max,
             connect,
             peers: options.peers,
             metrics,
@@ -308,6 +323,9 @@ enum Durable {
     /// the state machine was not at its index); report it to the core.
     Snapshot(Index, Option<LocalSnapshot>),
     Failed(StorageError),
+    /// The state machine refused a snapshot from the leader; the apply
+    /// thread has stopped.
+    RestoreFailed(Index, RestoreError),
 }
 
 fn write_ops(storage: &mut FileStorage, ops: Vec<StorageOp>) -> Result<(), StorageError> {
@@ -431,7 +449,11 @@ fn apply_loop(
                 }
             }
             ApplyMsg::Restore(meta, data) => {
-                state_machine.restore(&data);
+                if let Err(e) = state_machine.try_restore(&data) {
+                    // Waiters get Error::Stopped as this thread returns.
+                    let _ = durable.send(Durable::RestoreFailed(meta.index, e));
+                    return;
+                }
                 last_applied = meta.index;
                 // Proposals inside the snapshot: whether they committed is
                 // unknown here.
@@ -489,6 +511,25 @@ fn apply_loop(
                 applied.send_replace(last);
             }
         }
+    }
+}
+
+/// Answers a command the node will never step.
+fn refuse(command: Command) {
+    match command {
+        Command::Propose(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::SetConfiguration(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::TransferLeadership(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::Read(_, reply) => {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        Command::Messages(_) | Command::Status(_) | Command::Shutdown => {}
     }
 }
 
@@ -575,6 +616,10 @@ impl Driver {
                         tracing::error!(node = self.node.id(), "storage failed, stopping the node: {e}");
                         break 'run;
                     }
+                    Some(Durable::RestoreFailed(index, e)) => {
+                        tracing::error!(node = self.node.id(), index, "{e}; stopping the node");
+                        break 'run;
+                    }
                     None => break 'run,
                 },
                 _ = interval.tick() => self.step(Input::Tick),
@@ -596,6 +641,12 @@ impl Driver {
             if !self.dispatch() {
                 break 'run;
             }
+        }
+        // Requests still queued were never stepped: say so, since a dropped
+        // reply reads as "taken, outcome unknown".
+        commands.close();
+        while let Ok(command) = commands.try_recv() {
+            refuse(command);
         }
         // Closing the channels ends both threads once their queues are done.
         self.persist_tx = None;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_core::{Config, Membership, NodeId};
+use raft_http::session::{SessionCommand, SessionResponse};
 use raft_http::{
-    ChannelNetwork, Error, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, StateMachine, Transport,
-    CLUSTER_HEADER,
+    ChannelNetwork, Error, Handoff, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, Session,
+    SessionOptions, Sessions, ShutdownOptions, StateMachine, Transport, CLUSTER_HEADER,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -80,13 +81,24 @@ struct HttpNode {
 
 impl HttpNode {
     async fn start(id: NodeId, dir: &Path, membership: &Membership, listener: TcpListener) -> HttpNode {
+        let options = Options::new(Config::new(id), dir).initial_membership(membership.clone());
+        HttpNode::start_with(options, listener, |recorder| recorder).await
+    }
+
+    /// A node with `options`, applying to `machine(recorder)`.
+    async fn start_with<M: StateMachine>(
+        options: Options,
+        listener: TcpListener,
+        machine: impl FnOnce(Recorder) -> M,
+    ) -> HttpNode {
+        let id = options.config.id;
         let addr = listener.local_addr().unwrap();
         let http = http_options();
         let recorder = Recorder::default();
-        let options = Options::new(Config::new(id), dir).initial_membership(membership.clone());
-        let handle = RaftNode::start(options, recorder.clone(), HttpConnect::new(http.clone()).unwrap())
-            .await
-            .unwrap();
+        let handle =
+            RaftNode::start(options, machine(recorder.clone()), HttpConnect::new(http.clone()).unwrap())
+                .await
+                .unwrap();
         let router = Transport::new(handle.clone(), &http).router();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -110,18 +122,24 @@ impl HttpNode {
 }
 
 async fn http_cluster(dirs: &[tempfile::TempDir]) -> (Vec<HttpNode>, Membership) {
-    let mut listeners = Vec::new();
-    for _ in dirs {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let membership = Membership::with_voters(
-        listeners.iter().enumerate().map(|(i, l)| (i as NodeId + 1, l.local_addr().unwrap().to_string())),
-    );
+    let (listeners, membership) = http_listeners(dirs.len()).await;
     let mut nodes = Vec::new();
     for (i, (listener, dir)) in listeners.into_iter().zip(dirs).enumerate() {
         nodes.push(HttpNode::start(i as NodeId + 1, dir.path(), &membership, listener).await);
     }
     (nodes, membership)
+}
+
+/// Listeners on OS-assigned ports for nodes 1..=n, and their membership.
+async fn http_listeners(n: usize) -> (Vec<TcpListener>, Membership) {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let membership = Membership::with_voters(
+        listeners.iter().enumerate().map(|(i, l)| (i as NodeId + 1, l.local_addr().unwrap().to_string())),
+    );
+    (listeners, membership)
 }
 
 /// The index (into `handles`) of a leader that all running nodes agree on.
@@ -627,4 +645,220 @@ async fn snapshots_compact_the_log_catch_up_a_lagging_node_and_survive_restarts(
     for (handle, _) in &nodes {
         handle.shutdown().await;
     }
+}
+
+/// How many times `command` was applied to `recorder`.
+fn applied_times(recorder: &Recorder, command: &str) -> usize {
+    recorder.commands().iter().filter(|c| &c[..] == command.as_bytes()).count()
+}
+
+fn sessions(recorder: Recorder) -> Sessions<Recorder> {
+    Sessions::new(recorder, SessionOptions::default()).unwrap()
+}
+
+// Paper section 8, dissertation 6.3: a write retried through another node
+// applies once; a node caught up from a snapshot keeps the session table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_write_retried_through_another_node_applies_once_also_after_snapshot_catch_up() {
+    let dirs = dirs(3);
+    let (mut listeners, membership) = http_listeners(3).await;
+    let options = |id: NodeId| {
+        let mut config = Config::new(id);
+        config.snapshot_entries_max = 20;
+        config.log_tail_entries = 5;
+        Options::new(config, dirs[id as usize - 1].path()).initial_membership(membership.clone())
+    };
+    // Node 3 stays down (its port held) while the others write past a
+    // snapshot.
+    let late_listener = listeners.pop().unwrap();
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        nodes.push(HttpNode::start_with(options(i as NodeId + 1), listener, sessions).await);
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|n| &n.handle).collect();
+    let leader = agreed_leader(&handles).await;
+    let follower = 1 - leader;
+    drop(handles);
+    let probe = within("register", Session::register(nodes[follower].handle.clone())).await.unwrap();
+    let write = SessionCommand::Request {
+        client: probe.client(),
+        serial: 1,
+        first_unacked: 1,
+        command: Bytes::from("x-1"),
+    }
+    .encode();
+
+    // The write through the follower (forwarded), then its retry through
+    // the leader.
+    let first = within("the write", nodes[follower].handle.propose(write.clone())).await.unwrap();
+    let retry = within("the retry", nodes[leader].handle.propose(write.clone())).await.unwrap();
+
+    let once = |duplicate| SessionResponse::Applied { response: Bytes::from("ok:x-1"), duplicate };
+    assert_eq!(SessionResponse::decode(&first).unwrap(), once(false));
+    assert_eq!(SessionResponse::decode(&retry).unwrap(), once(true));
+    for node in &nodes {
+        within("a read barrier", node.handle.read()).await.unwrap();
+        assert_eq!(applied_times(&node.recorder, "x-1"), 1, "applied twice on node {}", node.id);
+    }
+
+    // Enough writes (through the Session helper) for the leader to
+    // snapshot and compact its log past the probe's write.
+    let mut writer = within("register", Session::register(nodes[leader].handle.clone())).await.unwrap();
+    for i in 0..40 {
+        let response = within("a session write", writer.propose(format!("w-{i}"))).await.unwrap();
+        assert_eq!(response, Bytes::from(format!("ok:w-{i}")));
+    }
+    let leader_handle = nodes[leader].handle.clone();
+    within("the leader to compact its log", async {
+        while leader_handle.status().await.unwrap().first_index <= 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    // Node 3 comes up empty and catches up from a snapshot.
+    nodes.push(HttpNode::start_with(options(3), late_listener, sessions).await);
+    let late = nodes[2].recorder.clone();
+    until("node 3 to catch up", || late.commands().len() == 41).await;
+    assert!(nodes[2].handle.snapshot_index() > 0, "node 3 caught up without a snapshot");
+
+    // Node 3 leads, so its own session table answers the retry.
+    within("transfer to node 3", nodes[0].handle.transfer_leadership(3)).await.unwrap();
+    let again = within("the retry on node 3", nodes[2].handle.propose(write.clone())).await.unwrap();
+    assert_eq!(SessionResponse::decode(&again).unwrap(), once(true));
+    assert_eq!(
+        within("a later session write", writer.propose("w-last")).await.unwrap(),
+        Bytes::from("ok:w-last")
+    );
+    for node in &nodes {
+        within("a read barrier", node.handle.read()).await.unwrap();
+        assert_eq!(applied_times(&node.recorder, "x-1"), 1, "applied twice on node {}", node.id);
+        assert_eq!(applied_times(&node.recorder, "w-last"), 1);
+    }
+    for node in &mut nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_the_state_machine_cannot_restore_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(1);
+    config.snapshot_entries_max = 5;
+    let options =
+        Options::new(config, dir.path()).initial_membership(Membership::with_voters([(1, "local")]));
+    let handle = RaftNode::start(options.clone(), Recorder::default(), ChannelNetwork::new()).await.unwrap();
+    within("election", handle.leader().wait_for(|s| s.is_leader)).await.unwrap();
+    for i in 0..10 {
+        handle.propose(format!("c{i}")).await.unwrap();
+    }
+    until("a snapshot", || handle.snapshot_index() > 0).await;
+    handle.shutdown().await;
+
+    // The same directory under a state machine that cannot read that
+    // snapshot (a plain one, not a sessions snapshot).
+    match RaftNode::start(options, sessions(Recorder::default()), ChannelNetwork::new()).await {
+        Err(Error::Restore(e)) => assert!(e.to_string().contains("not a sessions snapshot"), "{e}"),
+        other => panic!("expected Error::Restore, got {other:?}"),
+    }
+}
+
+// Dissertation 3.10: a leader that shuts down hands leadership over first,
+// so the cluster does not wait an election timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_shutdown_with_transfer_hands_over_in_the_next_term_and_loses_no_write() {
+    let dirs = dirs(3);
+    let (listeners, membership) = http_listeners(3).await;
+    // Elections after 1-2 s: a leader sooner than that comes from the
+    // transfer, not from an election timeout.
+    let election_timeout_min = Duration::from_secs(1);
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut config = Config::new(i as NodeId + 1);
+        config.election_ticks_min = 100;
+        config.election_ticks_max = 200;
+        let options = Options::new(config, dirs[i].path()).initial_membership(membership.clone());
+        nodes.push(HttpNode::start_with(options, listener, |recorder| recorder).await);
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|n| &n.handle).collect();
+    let leader = agreed_leader(&handles).await;
+    let old_term = handles[leader].leader().borrow().term;
+    propose(&handles, "before").await;
+    drop(handles);
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+
+    // A client writes through a follower all along.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let client = nodes[survivors[0]].handle.clone();
+    let writer = tokio::spawn({
+        let acked = acked.clone();
+        async move {
+            let mut failures = Vec::new();
+            for i in 0.. {
+                if stop_rx.try_recv().is_ok() {
+                    break;
+                }
+                let command = format!("bg-{i}");
+                match client.propose(command.clone()).await {
+                    Ok(response) => {
+                        assert_eq!(response, Bytes::from(format!("ok:{command}")));
+                        acked.lock().unwrap().push(command);
+                    }
+                    Err(e) => failures.push(format!("{command}: {e}")),
+                }
+            }
+            failures
+        }
+    });
+    let written = || acked.lock().unwrap().len();
+    until("the client to write", || written() >= 5).await;
+
+    let started = std::time::Instant::now();
+    let transfer = ShutdownOptions::default().transfer_leadership(true);
+    let handoff = within("the shutdown", nodes[leader].handle.shutdown_with(transfer.clone())).await;
+    let elapsed = started.elapsed();
+
+    let Handoff::Transferred { to, term } = handoff else { panic!("no handoff: {handoff:?}") };
+    assert_ne!(to, nodes[leader].id);
+    assert_eq!(term, old_term + 1);
+    assert!(elapsed < election_timeout_min, "the handoff took {elapsed:?}");
+    assert!(nodes[leader].handle.is_stopped());
+    let rest: Vec<&RaftHandle> = survivors.iter().map(|&i| &nodes[i].handle).collect();
+    assert_eq!(rest[agreed_leader(&rest).await].id(), to);
+    for handle in &rest {
+        assert_eq!(handle.leader().borrow().term, old_term + 1, "an election followed the handoff");
+    }
+    drop(rest);
+    // The client goes on writing, and none of its writes failed.
+    let before = written();
+    until("the client to write after the handoff", || written() >= before + 5).await;
+    stop_tx.send(()).unwrap();
+    let failures = within("the client to stop", writer).await.unwrap();
+    assert!(failures.is_empty(), "writes failed across the handoff: {failures:?}");
+    let acked = acked.lock().unwrap().clone();
+    for &i in &survivors {
+        within("a read barrier", nodes[i].handle.read()).await.unwrap();
+        let recorder = &nodes[i].recorder;
+        assert_eq!(applied_times(recorder, "before"), 1);
+        for command in &acked {
+            assert_eq!(applied_times(recorder, command), 1, "{command} on node {}", nodes[i].id);
+        }
+    }
+    nodes[leader].stop().await;
+
+    // A follower has nothing to hand over.
+    let new_leader = survivors.iter().copied().find(|&i| nodes[i].id == to).unwrap();
+    let follower = survivors.iter().copied().find(|&i| i != new_leader).unwrap();
+    let handoff =
+        within("a follower's shutdown", nodes[follower].handle.shutdown_with(transfer.clone())).await;
+    assert!(matches!(handoff, Handoff::NotLeader), "{handoff:?}");
+    nodes[follower].stop().await;
+    // The last node leads, but no other voter is up: the transfer fails
+    // within its deadline and the node stops all the same.
+    let bounded = transfer.transfer_timeout(Duration::from_millis(300));
+    let handoff = within("the last shutdown", nodes[new_leader].handle.shutdown_with(bounded)).await;
+    assert!(matches!(handoff, Handoff::Failed(_)), "{handoff:?}");
+    assert!(nodes[new_leader].handle.is_stopped());
+    nodes[new_leader].stop().await;
 }
