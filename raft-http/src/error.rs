@@ -21,6 +21,11 @@ pub enum Error {
     /// No leader is known right now (an election is running); retry later.
     #[error("no leader known")]
     NoLeader,
+    /// This node is not in the configuration it has in force: it is joining
+    /// and the leader's configuration has not reached it yet, or it learnt
+    /// that it was removed. It cannot serve reads; ask a member.
+    #[error("this node is not a member of the cluster")]
+    NotMember,
     /// The operation did not finish within its deadline. A proposal that
     /// timed out may still commit later.
     #[error("timed out")]

@@ -698,6 +698,9 @@ impl Driver {
                     }
                 }
             }
+            Command::Read(_, reply) if !self.node.membership().contains(self.node.id()) => {
+                let _ = reply.send(Err(Error::NotMember));
+            }
             Command::Read(policy, reply) => {
                 let id = self.next_read;
                 self.next_read += 1;

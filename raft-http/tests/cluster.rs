@@ -528,6 +528,11 @@ async fn membership_changes_and_leadership_transfer_from_any_node() {
     let handles: Vec<&RaftHandle> = nodes.iter().take(3).map(|(h, _)| h).collect();
     let leader = agreed_leader(&handles).await;
     propose(&handles, "before").await;
+    // Not a member yet: a read is refused at once, not left to time out.
+    match within("a read on the joining node", nodes[3].0.read()).await {
+        Err(Error::NotMember) => {}
+        other => panic!("expected NotMember, got {other:?}"),
+    }
     let follower = &nodes[(leader + 1) % 3].0;
 
     // Add node 4 through a follower: it catches up, then votes.

@@ -310,6 +310,11 @@ fn raft_error(e: &Error) -> (&'static str, Response) {
             (StatusCode::SERVICE_UNAVAILABLE, "overloaded", format!("{e}; retry later"))
         }
         Error::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is stopping".to_owned()),
+        Error::NotMember => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_member",
+            "this node is not a member of the cluster (joining, or removed); ask a member".to_owned(),
+        ),
         Error::Forward(message) => (
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
