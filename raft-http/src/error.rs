@@ -49,9 +49,17 @@ pub enum Error {
     /// The read could not be confirmed.
     #[error("read failed: {0}")]
     Read(ReadError),
-    /// The node has stopped (shut down, or a storage failure stopped it).
+    /// The node has stopped (shut down, or a storage failure stopped it)
+    /// before it took the request: nothing of it was carried out.
     #[error("the node has stopped")]
     Stopped,
+    /// The node stopped (shut down, or a storage failure stopped it) after
+    /// it took the request and before its outcome was known. The outcome is
+    /// unknown, as with [`Error::Timeout`]: a proposal it had accepted, and
+    /// perhaps already sent to followers, may still commit under the next
+    /// leader.
+    #[error("the node stopped with the request in flight; the outcome is unknown")]
+    StoppedInFlight,
     /// The node is overloaded: its input queue is full.
     #[error("the node's input queue is full")]
     Busy,

@@ -95,7 +95,9 @@ impl RaftHandle {
     /// leadership over (it refuses proposals until the new one leads).
     ///
     /// Fails with [`Error::Timeout`] after the configured propose timeout
-    /// (the command may still commit later), [`Error::ProposalLost`] if a new
+    /// (the command may still commit later), [`Error::StoppedInFlight`] if
+    /// the node stopped with it in flight (likewise), [`Error::Stopped`] if
+    /// it stopped before taking it, [`Error::ProposalLost`] if a new
     /// leader overwrote it, [`Error::NoLeader`] when no leader turned up.
     /// A follower whose [`crate::Connect`] cannot forward answers
     /// [`Error::NotLeader`].
@@ -195,7 +197,7 @@ impl RaftHandle {
 
     /// Runs `request` on this node only.
     async fn local(&self, request: Request, timeout: Duration) -> Result<Reply, Error> {
-        self.local_or(request, timeout, || Error::Stopped).await
+        self.local_or(request, timeout, || Error::StoppedInFlight).await
     }
 
     /// [`RaftHandle::local`], answering `taken_then_stopped()` when the node
@@ -502,4 +504,55 @@ pub enum Handoff {
     /// The transfer was refused or timed out; the node stopped anyway and
     /// the others elect a leader after an election timeout.
     Failed(Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChannelNetwork;
+
+    /// A handle whose node is `commands`' receiver, played by the test.
+    fn handle() -> (RaftHandle, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(4);
+        let shared = Shared {
+            id: 1,
+            propose_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            election_timeout: Duration::from_millis(300),
+            connect: Arc::new(ChannelNetwork::new()),
+            peers: BTreeMap::new(),
+            metrics: Metrics::new(),
+        };
+        let leader = LeaderState { term: 1, leader: Some(1), is_leader: true };
+        let handle = RaftHandle {
+            shared: Arc::new(shared),
+            commands,
+            leader: watch::channel(leader).1,
+            applied: watch::channel(0).1,
+            stopped: watch::channel(false).1,
+            snapshot: watch::channel(0).1,
+        };
+        (handle, rx)
+    }
+
+    // A proposal the node took may have been appended and sent before the
+    // node stopped: the next leader can commit it. "Stopped" would tell the
+    // caller it was not carried out, and a retry would apply it twice.
+    #[tokio::test]
+    async fn a_proposal_the_node_took_before_stopping_has_an_unknown_outcome() {
+        let (handle, mut node) = handle();
+        tokio::spawn(async move {
+            if let Some(Command::Propose(_, reply)) = node.recv().await {
+                drop(reply); // taken, then the node stopped
+            }
+        });
+        assert!(matches!(handle.propose("x").await, Err(Error::StoppedInFlight)));
+    }
+
+    #[tokio::test]
+    async fn a_proposal_the_node_never_took_is_refused_as_stopped() {
+        let (handle, node) = handle();
+        drop(node);
+        assert!(matches!(handle.propose("x").await, Err(Error::Stopped)));
+    }
 }

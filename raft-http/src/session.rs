@@ -626,7 +626,7 @@ impl Session {
 
     /// Proposes `command` in this session and returns the inner state
     /// machine's response. Retries with the same serial on
-    /// [`Error::Timeout`], [`Error::NoLeader`], [`Error::NotLeader`],
+    /// [`Error::Timeout`], [`Error::StoppedInFlight`], [`Error::NoLeader`], [`Error::NotLeader`],
     /// [`Error::ProposalLost`], [`Error::Busy`] and [`Error::Forward`], up
     /// to [`Session::attempts_max`] tries; the last such error is returned
     /// (the outcome is then unknown). [`Error::Session`] with
@@ -651,6 +651,7 @@ impl Session {
                 Ok(response) => break Ok(response),
                 Err(
                     e @ (Error::Timeout
+                    | Error::StoppedInFlight
                     | Error::NoLeader
                     | Error::NotLeader { .. }
                     | Error::ProposalLost

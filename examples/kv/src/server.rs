@@ -310,6 +310,13 @@ fn raft_error(e: &Error) -> (&'static str, Response) {
             (StatusCode::SERVICE_UNAVAILABLE, "overloaded", format!("{e}; retry later"))
         }
         Error::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is stopping".to_owned()),
+        // Accepted, maybe sent to followers: it may still commit.
+        Error::StoppedInFlight => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            "the node stopped with the write in flight; the outcome is unknown (the write may still apply)"
+                .to_owned(),
+        ),
         Error::NotMember => (
             StatusCode::SERVICE_UNAVAILABLE,
             "not_member",
