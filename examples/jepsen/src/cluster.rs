@@ -1,5 +1,7 @@
 //! The `raft-kv serve` processes and the firewall chain, each behind a guard
 //! that undoes everything when dropped (normal exit, error, panic, signal).
+//! The firewall holds both the partitions (DROP) and the flaky links
+//! (random DROP), all in one chain that heal flushes.
 
 use std::fs::{File, OpenOptions};
 use std::net::Ipv4Addr;
@@ -38,6 +40,11 @@ pub(crate) fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 11 + i as u8)
 }
 
+/// Node `i`'s (0-based) data directory under `work`.
+pub(crate) fn node_dir(work: &Path, i: usize) -> PathBuf {
+    work.join(format!("node-{}", i + 1))
+}
+
 impl Cluster {
     pub(crate) fn new(
         exe: &Path,
@@ -50,7 +57,7 @@ impl Cluster {
     ) -> Result<Self, String> {
         let nodes = (0..count)
             .map(|i| {
-                let dir = work.join(format!("node-{}", i + 1));
+                let dir = node_dir(work, i);
                 std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 Ok(Node {
                     id: i as u64 + 1,
@@ -157,6 +164,49 @@ impl Cluster {
     pub(crate) fn resume(&mut self, i: usize) {
         self.signal(i, libc::SIGCONT);
         self.nodes[i].paused = false;
+    }
+
+    /// Whether node `i`'s process runs but its Raft node has stopped (raft-kv
+    /// keeps answering 503 on every route once a storage error stopped it;
+    /// `/healthz` says so).
+    pub(crate) fn stopped_inside(&self, i: usize) -> bool {
+        if !self.running(i) || self.nodes[i].paused {
+            return false;
+        }
+        match self.http.get(format!("{}/healthz", self.client_url(i))).send() {
+            Ok(response) => response.status().as_u16() == 503,
+            Err(_) => false,
+        }
+    }
+
+    /// SIGTERM and wait up to `timeout` for the process to exit (then
+    /// SIGKILL). Ok(exit status) if it exited by itself, Err if it had to be
+    /// killed.
+    pub(crate) fn terminate(&mut self, i: usize, timeout: Duration) -> Result<String, String> {
+        self.signal(i, libc::SIGCONT);
+        self.signal(i, libc::SIGTERM);
+        let node = &mut self.nodes[i];
+        node.paused = false;
+        let Some(mut child) = node.child.take() else { return Err("not running".to_owned()) };
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Ok(status.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!("still running {timeout:?} after SIGTERM; killed"))
+    }
+
+    /// Node `i`'s exit status if its process has exited (it is then reaped).
+    pub(crate) fn exit_status(&mut self, i: usize) -> Option<String> {
+        let node = &mut self.nodes[i];
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        node.paused = false;
+        Some(status.to_string())
     }
 
     /// Reports nodes that exited by themselves (a crash is a finding).
@@ -339,6 +389,43 @@ impl Firewall {
         Ok(())
     }
 
+    /// Drops each raft packet from `from` to `to` with probability `p`:
+    /// requests to `to`'s raft port and replies from `from`'s raft port, so
+    /// that, called for both directions, every TCP segment of the link
+    /// between the two nodes is lost with probability `p`.
+    pub(crate) fn lossy(&mut self, from: Ipv4Addr, to: Ipv4Addr, p: f64) -> Result<(), String> {
+        let (from, to, port) = (from.to_string(), to.to_string(), self.port.to_string());
+        let p = format!("{p:.4}");
+        for direction in ["--dport", "--sport"] {
+            Self::run(
+                &self.iptables,
+                &[
+                    "-A",
+                    CHAIN,
+                    "-s",
+                    &from,
+                    "-d",
+                    &to,
+                    "-p",
+                    "tcp",
+                    direction,
+                    &port,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+            self.rules += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes every partition and flaky link (flushes the chain).
     pub(crate) fn heal(&mut self) -> Result<(), String> {
         self.rules = 0;
         Self::run(&self.iptables, &["-F", CHAIN])
@@ -368,6 +455,32 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let _ = std::io::Read::read_to_string(&mut file, &mut text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The last line, after byte `from`, of a log file that contains `needle`,
+/// without terminal colour codes.
+pub(crate) fn last_line_with(path: &Path, from: u64, needle: &str) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(bytes.get(from as usize..)?);
+    text.lines().map(strip_colours).rfind(|line| line.contains(needle))
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`).
+fn strip_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Node {

@@ -1,14 +1,28 @@
 //! raft-jepsen: a Jepsen-style fault harness for `raft-kv`, with real
 //! processes on 127.0.0.11.., a seeded nemesis (kill -9, SIGSTOP, iptables
-//! partitions, membership changes) and raft-sim's linearizability checker.
+//! partitions and flaky links, full disks on per-node tmpfs mounts,
+//! membership changes) and raft-sim's linearizability checker.
 //!
 //! ```text
 //! cargo build --release -p raft-kv -p raft-jepsen
 //! sudo target/release/raft-jepsen --duration 60s --seed 1
 //! ```
+//!
+//! The nemesis repeats: inject one fault (see [`Fault`]), hold it 2-5 s,
+//! heal, rest 1-3 s. Every fault kind takes one turn per round, in a seeded
+//! order, so a 60 s run covers them all. Root is needed for the iptables
+//! faults (`partition`, `loss`: one `RAFT_JEPSEN` chain jumped to from
+//! INPUT, matching only the node addresses and the raft port; flushed at
+//! heal, removed at exit) and for `disk-full` (a tmpfs mounted on each data
+//! directory, unmounted at exit; the disk fault is skipped with a notice
+//! where mounting is not permitted). Both are undone on error, panic and
+//! Ctrl-C; a tmpfs left by a SIGKILLed run is unmounted by the next one.
+//! With `disk-full`, the data directories are on tmpfs, where fsync costs
+//! nothing: runs do more operations than on a real disk.
 
 mod check;
 mod cluster;
+mod disk;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -26,9 +40,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::check::Verdict;
 use crate::cluster::{Cluster, Firewall};
+use crate::disk::Disks;
 use crate::workload::{Kind, Outcome, Record, Workload};
 
-/// A fault the nemesis can inject.
+/// A fault the nemesis can inject. Every kind but `membership` takes a turn
+/// in each round of the schedule (seeded order), so a 60 s run covers them
+/// all; `membership` rides along with half of the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Fault {
     /// kill -9 a node (sometimes the leader), restart it at heal.
@@ -37,6 +54,14 @@ enum Fault {
     Pause,
     /// iptables partitions: isolate one, isolate the leader, majority/minority, majorities ring, bridge.
     Partition,
+    /// Flaky links (iptables `statistic` random DROP, both directions): one node's links at 20-50%
+    /// loss, the leader's links at 20-50%, or every link at 5-15%. Removed at heal.
+    Loss,
+    /// A full disk: every node's data directory is its own small tmpfs; a ballast file fills one
+    /// node's (sometimes the leader's) until its writes fail with ENOSPC and the node stops. At
+    /// heal the ballast goes and a stopped node is restarted from its directory (SIGTERM, start).
+    /// Skipped, with a notice, where mounting a tmpfs is not permitted.
+    DiskFull,
     /// Remove a node from the cluster and add it back, while another fault is active.
     Membership,
 }
@@ -60,11 +85,19 @@ struct Cli {
     #[arg(long, default_value_t = 4)]
     keys: u8,
     /// Fault kinds (comma-separated); default: all.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition,membership")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,loss,disk-full,membership"
+    )]
     faults: Vec<Fault>,
-    /// Run without iptables partitions (for non-root runs).
+    /// Run without iptables (no partitions, no flaky links; for non-root runs).
     #[arg(long)]
     no_partitions: bool,
+    /// Size of each node's tmpfs data directory (disk-full fault), in MiB.
+    #[arg(long, default_value_t = 64)]
+    disk_mib: u64,
     /// The iptables binary (iptables-legacy if the nf_tables one does not work).
     #[arg(long, default_value = "iptables")]
     iptables: String,
@@ -156,6 +189,8 @@ struct Window {
 struct Timeline {
     events: Vec<(f64, String)>,
     windows: Vec<Window>,
+    /// Fault kinds asked for that this run could not inject, and why.
+    skipped: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -203,9 +238,20 @@ fn run(cli: &Cli) -> Result<usize, String> {
     if !exe.is_file() {
         return Err(format!("no raft-kv binary at {} (build it, or pass --raft-kv)", exe.display()));
     }
-    let partitions = cli.faults.contains(&Fault::Partition) && !cli.no_partitions;
+    let partitions =
+        (cli.faults.contains(&Fault::Partition) || cli.faults.contains(&Fault::Loss)) && !cli.no_partitions;
     // The firewall first: refuse early if it cannot work.
     let mut firewall = if partitions { Some(Firewall::new(&cli.iptables, cli.raft_port)?) } else { None };
+    let mut timeline = Timeline::default();
+    // Faults asked for that this run cannot inject: printed and reported.
+    let skipped = &mut timeline.skipped;
+    if !partitions {
+        for fault in [Fault::Partition, Fault::Loss] {
+            if cli.faults.contains(&fault) {
+                skipped.push(format!("{fault:?} (--no-partitions)"));
+            }
+        }
+    }
 
     let temp = tempfile::Builder::new().prefix("raft-jepsen-").tempdir().map_err(|e| e.to_string())?;
     let work = match &cli.work_dir {
@@ -214,6 +260,30 @@ fn run(cli: &Cli) -> Result<usize, String> {
             dir.clone()
         }
         None => temp.path().to_owned(),
+    };
+    // Each node's data directory on its own tmpfs, for the disk-full fault;
+    // declared before the cluster so that it is dropped (unmounted) after
+    // the processes are gone.
+    let mut disks = if cli.faults.contains(&Fault::DiskFull) {
+        let dirs: Vec<PathBuf> = (0..cli.nodes).map(|i| cluster::node_dir(&work, i)).collect();
+        match Disks::mount(&dirs, cli.disk_mib << 20) {
+            Ok(mut disks) => {
+                if cli.work_dir.is_some() {
+                    // Asked to keep the data: copied out before unmounting.
+                    disks.keep_data();
+                }
+                Some(disks)
+            }
+            Err(e) => {
+                println!(
+                    "notice: the disk-full fault is SKIPPED in this run: cannot mount a tmpfs per node ({e})"
+                );
+                skipped.push(format!("DiskFull (cannot mount a tmpfs: {e})"));
+                None
+            }
+        }
+    } else {
+        None
     };
     let mut cluster = Cluster::new(
         &exe,
@@ -232,7 +302,7 @@ fn run(cli: &Cli) -> Result<usize, String> {
         .wait_converged(Duration::from_secs(20))
         .map_err(|e| format!("the cluster did not start: {e} (logs in {})", work.display()))?;
     println!(
-        "raft-jepsen: {} nodes on 127.0.0.11..{} (raft :{}, client :{}), up in {:.1}s; {} clients, {} keys, {:?}, seed {}, faults {:?}{}",
+        "raft-jepsen: {} nodes on 127.0.0.11..{} (raft :{}, client :{}), up in {:.1}s; {} clients, {} keys, {:?}, seed {}, faults {:?}{}{}",
         cli.nodes,
         10 + cli.nodes,
         cli.raft_port,
@@ -243,7 +313,11 @@ fn run(cli: &Cli) -> Result<usize, String> {
         cli.duration,
         cli.seed,
         cli.faults,
-        if partitions { "" } else { " (no partitions)" }
+        match &disks {
+            Some(disks) => format!("; data directories on {} MiB tmpfs mounts", disks.size() >> 20),
+            None => String::new(),
+        },
+        if skipped.is_empty() { String::new() } else { format!("; SKIPPED: {}", skipped.join(", ")) }
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -263,8 +337,8 @@ fn run(cli: &Cli) -> Result<usize, String> {
         })
         .collect();
 
-    let mut timeline = Timeline::default();
-    let nemesis_result = nemesis(cli, &mut cluster, firewall.as_mut(), &workload, &mut timeline);
+    let nemesis_result =
+        nemesis(cli, &mut cluster, firewall.as_mut(), disks.as_mut(), &workload, &mut timeline);
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         let _ = c.join();
@@ -273,6 +347,9 @@ fn run(cli: &Cli) -> Result<usize, String> {
     // Heal everything, whatever happened.
     if let Some(firewall) = firewall.as_mut() {
         firewall.heal()?;
+    }
+    if let Some(disks) = disks.as_mut() {
+        disks.free_all()?;
     }
     for i in 0..cli.nodes {
         if cluster.nodes[i].paused {
@@ -286,12 +363,19 @@ fn run(cli: &Cli) -> Result<usize, String> {
     for i in 0..cli.nodes {
         if !cluster.running(i) {
             cluster.start(i)?;
+        } else if cluster.stopped_inside(i) {
+            // Stopped by a storage error the nemesis did not heal (interrupted).
+            let stop = cluster.terminate(i, Duration::from_secs(5));
+            cluster.start(i)?;
+            timeline
+                .events
+                .push((t_end, format!("n{} had stopped inside ({}); restarted", i + 1, short(&stop))));
         }
     }
     timeline.events.push((t_end, "heal everything; restart stopped nodes".to_owned()));
     nemesis_result?;
     if STOP.load(Ordering::Relaxed) {
-        return Err("interrupted (firewall rules and processes removed)".to_owned());
+        return Err("interrupted (firewall rules, tmpfs mounts and processes removed)".to_owned());
     }
     // Make sure every node is a voter again.
     restore_membership(&cluster, &mut timeline, t_end);
@@ -370,7 +454,11 @@ fn run(cli: &Cli) -> Result<usize, String> {
     std::fs::write(&cli.report, &report).map_err(|e| format!("{}: {e}", cli.report.display()))?;
     println!("report written to {}", cli.report.display());
     if cli.work_dir.is_none() && violations > 0 {
-        // Keep the node logs of a failing run.
+        // Keep the node logs of a failing run (and the data of tmpfs
+        // directories, copied to node-N.saved when they are unmounted).
+        if let Some(disks) = disks.as_mut() {
+            disks.keep_data();
+        }
         let kept = temp.keep();
         println!("node logs kept in {}", kept.display());
     }
@@ -441,13 +529,18 @@ fn nemesis(
     cli: &Cli,
     cluster: &mut Cluster,
     mut firewall: Option<&mut Firewall>,
+    mut disks: Option<&mut Disks>,
     workload: &Workload,
     timeline: &mut Timeline,
 ) -> Result<(), String> {
     let mut rng = ChaCha8Rng::seed_from_u64(cli.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut kinds: Vec<Fault> = cli.faults.iter().copied().filter(|f| *f != Fault::Membership).collect();
+    kinds.dedup();
     if firewall.is_none() {
-        kinds.retain(|f| *f != Fault::Partition);
+        kinds.retain(|f| *f != Fault::Partition && *f != Fault::Loss);
+    }
+    if disks.is_none() {
+        kinds.retain(|f| *f != Fault::DiskFull);
     }
     let membership = cli.faults.contains(&Fault::Membership);
     let n = cli.nodes;
@@ -456,6 +549,7 @@ fn nemesis(
         return Ok(());
     }
     let (mut step, mut shapes) = (0usize, rng.gen_range(0..5usize));
+    let mut loss_shapes = rng.gen_range(0..3usize);
     while workload.start.elapsed() + Duration::from_secs(2) < cli.duration {
         let t0 = now(workload);
         let mut what = Vec::new();
@@ -485,6 +579,7 @@ fn nemesis(
         };
         let mut killed = Vec::new();
         let mut paused = Vec::new();
+        let mut full = Vec::new();
         match fault {
             Some(Fault::Kill) => {
                 let count = if rng.gen_bool(0.25) { 2 } else { 1 };
@@ -587,6 +682,61 @@ fn nemesis(
                 }
                 what.push(name);
             }
+            Some(Fault::Loss) => {
+                let firewall = firewall.as_deref_mut().ok_or("no firewall")?;
+                let shape = loss_shapes % 3;
+                loss_shapes += 1;
+                // The flaky node (None: every link), and the loss in percent.
+                let (label, lone, percent) = match shape {
+                    0 => {
+                        let lone = rng.gen_range(0..n);
+                        let percent = rng.gen_range(20..=50u32);
+                        let role = if Some(lone) == leader { " (leader)" } else { "" };
+                        (
+                            format!("flaky links of n{}{role}: {percent}% packet loss", lone + 1),
+                            Some(lone),
+                            percent,
+                        )
+                    }
+                    1 => {
+                        let lone = leader.unwrap_or_else(|| rng.gen_range(0..n));
+                        let percent = rng.gen_range(20..=50u32);
+                        (
+                            format!("flaky links of the leader n{}: {percent}% packet loss", lone + 1),
+                            Some(lone),
+                            percent,
+                        )
+                    }
+                    _ => {
+                        let percent = rng.gen_range(5..=15u32);
+                        (format!("flaky network: {percent}% packet loss on every link"), None, percent)
+                    }
+                };
+                for a in 0..n {
+                    for b in 0..n {
+                        if a != b && lone.is_none_or(|l| a == l || b == l) {
+                            let p = f64::from(percent) / 100.0;
+                            firewall.lossy(cluster.nodes[a].ip, cluster.nodes[b].ip, p)?;
+                        }
+                    }
+                }
+                what.push(format!("{label} (each way, raft traffic)"));
+            }
+            Some(Fault::DiskFull) => {
+                let disks = disks.as_deref_mut().ok_or("no tmpfs mounts")?;
+                // Where the node's log ends now: its storage error comes after.
+                let log_len = std::fs::metadata(cluster.nodes[target].log_path()).map_or(0, |m| m.len());
+                let ballast = disks.fill(target)?;
+                full.push((target, log_len));
+                what.push(format!(
+                    "disk full on n{}{}: {:.1} MiB ballast fills its {} MiB tmpfs ({} bytes free)",
+                    target + 1,
+                    if Some(target) == leader { " (leader)" } else { "" },
+                    ballast as f64 / f64::from(1 << 20),
+                    disks.size() >> 20,
+                    disks.free_bytes(target).map_or("?".to_owned(), |b| b.to_string()),
+                ));
+            }
             _ => {}
         }
         let label = if what.is_empty() { "nothing".to_owned() } else { what.join("; ") };
@@ -608,6 +758,13 @@ fn nemesis(
         for v in killed {
             cluster.start(v)?;
         }
+        for (v, log_len) in full {
+            if let Some(disks) = disks.as_deref_mut() {
+                disks.free(v)?;
+            }
+            let event = heal_disk(cluster, v, log_len)?;
+            timeline.events.push((now(workload), event));
+        }
         let t1 = now(workload);
         timeline.events.push((t1, "heal".to_owned()));
         timeline.windows.push(Window { start: t0, end: t1, what: label });
@@ -626,6 +783,32 @@ fn nemesis(
         }
     }
     Ok(())
+}
+
+/// After node `v`'s ballast is gone: restarts it if its full disk stopped
+/// it, and says what happened (with the storage error its log shows after
+/// byte `log_len`).
+fn heal_disk(cluster: &mut Cluster, v: usize, log_len: u64) -> Result<String, String> {
+    let error = cluster::last_line_with(cluster.nodes[v].log_path(), log_len, "storage failed")
+        .and_then(|line| line.find("storage failed").map(|at| format!(" ({})", &line[at..])))
+        .unwrap_or_default();
+    if let Some(status) = cluster.exit_status(v) {
+        cluster.start(v)?;
+        return Ok(format!("n{}: disk freed; its process had exited ({status}){error}; restarted", v + 1));
+    }
+    if cluster.stopped_inside(v) {
+        let stop = cluster.terminate(v, Duration::from_secs(5));
+        cluster.start(v)?;
+        let stop = match stop {
+            Ok(status) => format!("SIGTERM: exited {status}"),
+            Err(e) => format!("SIGTERM: {e}"),
+        };
+        return Ok(format!(
+            "n{}: disk freed; it had stopped on its storage error{error}; {stop}; restarted",
+            v + 1
+        ));
+    }
+    Ok(format!("n{}: disk freed; still serving (no write of its failed)", v + 1))
 }
 
 /// Adds a removed node back as a voter (if it is not one already).
@@ -671,6 +854,9 @@ fn report(
         "\n=== raft-jepsen report (seed {}, {:?}, {} nodes) ===",
         cli.seed, cli.duration, cli.nodes
     );
+    for s in &timeline.skipped {
+        let _ = writeln!(out, "fault SKIPPED in this run: {s}");
+    }
     let _ = writeln!(out, "\nops by outcome:");
     let _ = writeln!(out, "  {:<6} {:>8} {:>8} {:>8} {:>8}", "kind", "ok", "fail", "unknown", "total");
     for kind in [Kind::Read, Kind::Write, Kind::Cas] {
