@@ -23,7 +23,9 @@
 //!   [`RaftHandle::shutdown`] and [`RaftHandle::shutdown_with`] (a leader
 //!   can hand leadership over first, [`ShutdownOptions`]).
 //! - Egress is the [`Peer`] trait, made per remote node by a [`Connect`]:
-//!   [`HttpConnect`]/[`HttpPeer`] POST postcard-encoded batches with reqwest;
+//!   [`HttpConnect`]/[`HttpPeer`] POST postcard-encoded batches, each peer's
+//!   sender task over an HTTP/1.1 keep-alive connection it drives itself
+//!   (hyper; forwarded requests and snapshot chunks go through reqwest);
 //!   [`ChannelNetwork`] delivers in-process, for tests.
 //! - Ingress is the [`Transport`]: an axum `Router` with
 //!   `POST /raft/messages` and `POST /raft/forward`, checking a cluster id

@@ -253,10 +253,12 @@ impl Connect for HttpConnect {
 /// A peer reached over HTTP. One tokio task per peer POSTs its queued
 /// messages, coalesced into one postcard-encoded `Vec<Message>` per request,
 /// one request at a time: a slow or dead peer fills only its own queue
-/// (then drops), never anyone else's. Snapshot chunks (up to
-/// `bytes_per_message_max` each) go through a second task, one chunk per
-/// request, so that they never hold up heartbeats and votes. Dropping the
-/// `HttpPeer` ends both tasks.
+/// (then drops), never anyone else's. That task owns its HTTP/1.1
+/// keep-alive connection and drives it itself (no connection task, no pool:
+/// each request and response costs no hop between tasks). Snapshot chunks
+/// (up to `bytes_per_message_max` each) go through a second task, one chunk
+/// per request through the `reqwest::Client`, so that they never hold up
+/// heartbeats and votes. Dropping the `HttpPeer` ends both tasks.
 #[derive(Debug)]
 pub struct HttpPeer {
     queue: mpsc::Sender<Message>,
@@ -282,8 +284,8 @@ impl HttpPeer {
         let (snapshots, snapshot_rx) = mpsc::channel(2);
         let url = forward::url(address, "/raft/messages");
         let chunk_options = HttpOptions { batch_messages_max: 1, ..options.clone() };
-        tokio::spawn(sender(id, url.clone(), chunk_options, client.clone(), snapshot_rx, metrics.clone()));
-        tokio::spawn(sender(id, url, options, client, rx, metrics.clone()));
+        tokio::spawn(sender(id, url.clone(), chunk_options, client, snapshot_rx, metrics.clone()));
+        tokio::spawn(connection_sender(id, url, options, rx, metrics.clone()));
         HttpPeer { queue, snapshots, metrics }
     }
 }
@@ -363,6 +365,238 @@ async fn sender(
                 if unreachable_since.is_none() {
                     unreachable_since = Some(Instant::now());
                     tracing::warn!(peer = id, url = %url, "peer unreachable: {}", error_chain(&e));
+                } else {
+                    tracing::debug!(peer = id, dropped, "sending to peer failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Where a [`connection_sender`] connects and what it sends there.
+struct Target {
+    /// `host:port`, resolved at each (re)connection.
+    authority: String,
+    /// Path of the messages route (with the address's own prefix, if any).
+    path: hyper::Uri,
+    /// Every request's headers: host, content type, cluster id, secret.
+    headers: hyper::HeaderMap,
+}
+
+impl Target {
+    fn new(url: &str, options: &HttpOptions) -> Result<Target, String> {
+        use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+        let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        if parsed.scheme() != "http" {
+            return Err(format!("unsupported scheme {}", parsed.scheme()));
+        }
+        let host = parsed.host_str().ok_or("no host")?;
+        let port = parsed.port_or_known_default().ok_or("no port")?;
+        let authority = match parsed.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let path = parsed.path().parse().map_err(|e: hyper::http::uri::InvalidUri| e.to_string())?;
+        let value = |v: &str| HeaderValue::from_str(v).map_err(|e| e.to_string());
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(HOST, value(&authority)?);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        headers.insert(crate::transport::CLUSTER_HEADER, value(&options.cluster_id)?);
+        if let Some(secret) = &options.secret {
+            let mut bearer = value(&format!("Bearer {secret}"))?;
+            bearer.set_sensitive(true);
+            headers.insert(AUTHORIZATION, bearer);
+        }
+        // `host_str` keeps an IPv6 address's brackets; resolution wants them too.
+        Ok(Target { authority: format!("{host}:{port}"), path, headers })
+    }
+}
+
+type RequestBody = http_body_util::Full<Bytes>;
+type Io = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+
+/// An open HTTP/1.1 connection: the handle requests go through and the
+/// connection's own future, which must be polled for anything to move.
+struct Connection {
+    requests: hyper::client::conn::http1::SendRequest<RequestBody>,
+    driver: Pin<Box<hyper::client::conn::http1::Connection<Io, RequestBody>>>,
+}
+
+impl Connection {
+    async fn open(target: &Target, options: &HttpOptions) -> Result<Connection, String> {
+        let connect = async {
+            let mut last = format!("{} resolves to no address", target.authority);
+            let candidates =
+                tokio::net::lookup_host(target.authority.as_str()).await.map_err(|e| e.to_string())?;
+            for address in candidates {
+                let socket = if address.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                };
+                let attempt = async {
+                    let socket = socket?;
+                    if let Some(local) = options.local_address {
+                        if local.is_ipv4() != address.is_ipv4() {
+                            return Err(std::io::Error::other("local address of another family"));
+                        }
+                        socket.bind(std::net::SocketAddr::new(local, 0))?;
+                    }
+                    let stream = socket.connect(address).await?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(stream)
+                };
+                match attempt.await {
+                    Ok(stream) => return Ok(stream),
+                    Err(e) => last = format!("{address}: {e}"),
+                }
+            }
+            Err(last)
+        };
+        let stream = tokio::time::timeout(options.connect_timeout, connect)
+            .await
+            .map_err(|_| "connect timed out".to_owned())??;
+        let (requests, driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(Connection { requests, driver: Box::pin(driver) })
+    }
+
+    /// Runs `work` while polling the connection (which does the I/O); fails
+    /// if the connection ends first.
+    async fn drive<F: Future>(&mut self, work: F) -> Result<F::Output, String> {
+        drive(&mut self.driver, work).await
+    }
+
+    /// POSTs `body` and reads the whole response; returns its status.
+    async fn post(&mut self, target: &Target, body: Bytes) -> Result<hyper::StatusCode, String> {
+        use http_body_util::BodyExt;
+        drive(&mut self.driver, self.requests.ready()).await?.map_err(|e| error_chain(&e))?;
+        let mut request = hyper::Request::new(RequestBody::new(body));
+        *request.method_mut() = hyper::Method::POST;
+        *request.uri_mut() = target.path.clone();
+        *request.headers_mut() = target.headers.clone();
+        let sent = self.requests.send_request(request);
+        let response = self.drive(sent).await?.map_err(|e| error_chain(&e))?;
+        let status = response.status();
+        // Read the body (none for 204) so the connection can be reused.
+        self.drive(response.into_body().collect()).await?.map_err(|e| error_chain(&e))?;
+        Ok(status)
+    }
+}
+
+/// Runs `work` while polling `driver`, the connection's future.
+async fn drive<F: Future>(
+    driver: &mut Pin<Box<hyper::client::conn::http1::Connection<Io, RequestBody>>>,
+    work: F,
+) -> Result<F::Output, String> {
+    tokio::select! {
+        biased;
+        output = work => Ok(output),
+        ended = driver.as_mut() => Err(match ended {
+            Ok(()) => "connection closed".to_owned(),
+            Err(e) => error_chain(&e),
+        }),
+    }
+}
+
+/// The sender of ordinary messages: like [`sender`], over a connection it
+/// owns and drives itself, opened on demand and dropped on any error.
+async fn connection_sender(
+    id: NodeId,
+    url: String,
+    options: HttpOptions,
+    mut rx: mpsc::Receiver<Message>,
+    metrics: Option<Metrics>,
+) {
+    let target = match Target::new(&url, &options) {
+        Ok(target) => target,
+        Err(e) => {
+            tracing::warn!(peer = id, url = %url, "cannot send to this address: {e}");
+            while let Some(_message) = rx.recv().await {
+                if let Some(metrics) = &metrics {
+                    metrics.record_dropped(1);
+                }
+            }
+            return;
+        }
+    };
+    let mut batch = Vec::new();
+    let mut connection: Option<Connection> = None;
+    // Reported once per outage (warn), and when it ends (info).
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        // While idle, keep polling the connection so that a close by the
+        // server is noticed before the next request.
+        let first = match &mut connection {
+            Some(open) => match open.drive(rx.recv()).await {
+                Ok(first) => first,
+                Err(_) => {
+                    connection = None;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = first else { break };
+        batch.clear();
+        batch.push(first);
+        while batch.len() < options.batch_messages_max {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let body = match postcard::to_allocvec(&batch) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(peer = id, "cannot encode messages: {e}");
+                continue;
+            }
+        };
+        let body = Bytes::from(body);
+        let sent = Instant::now();
+        let result = tokio::time::timeout(options.request_timeout, async {
+            // A kept-alive connection may have been closed by the server
+            // just now: try once more on a new one (the peer may get the
+            // messages twice, which Raft tolerates).
+            if let Some(open) = &mut connection {
+                match open.post(&target, body.clone()).await {
+                    Ok(status) => return Ok(status),
+                    Err(e) => tracing::debug!(peer = id, "request on a kept-alive connection failed: {e}"),
+                }
+            }
+            let open = connection.insert(Connection::open(&target, &options).await?);
+            open.post(&target, body).await
+        })
+        .await
+        .unwrap_or_else(|_| Err("request timed out".to_owned()));
+        if let Some(metrics) = &metrics {
+            metrics.record_peer_request(id, batch.len(), sent.elapsed());
+        }
+        match result {
+            Ok(status) => {
+                if let Some(since) = unreachable_since.take() {
+                    tracing::info!(peer = id, down_for = ?since.elapsed(), "peer reachable again");
+                }
+                if !status.is_success() {
+                    tracing::debug!(peer = id, %status, "peer refused messages");
+                }
+            }
+            Err(e) => {
+                connection = None;
+                // What queued up meanwhile is stale; heartbeats and retries
+                // regenerate whatever still matters.
+                let mut dropped = batch.len();
+                while rx.try_recv().is_ok() {
+                    dropped += 1;
+                }
+                if let Some(metrics) = &metrics {
+                    metrics.record_dropped(dropped);
+                }
+                if unreachable_since.is_none() {
+                    unreachable_since = Some(Instant::now());
+                    tracing::warn!(peer = id, url = %url, "peer unreachable: {e}");
                 } else {
                     tracing::debug!(peer = id, dropped, "sending to peer failed: {e}");
                 }

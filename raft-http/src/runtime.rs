@@ -251,6 +251,7 @@ impl RaftNode {
             peers: HashMap::new(),
             persist_tx: Some(persist_tx),
             apply_tx: Some(apply_tx),
+            registrations: Vec::new(),
             leader_tx,
             reads: HashMap::new(),
             next_read: 1,
@@ -401,15 +402,20 @@ impl LocalSnapshot {
     }
 }
 
+/// The proposal at `index` in `term` waits for its response.
+struct Registration {
+    index: Index,
+    term: Term,
+    /// When the node task received it.
+    started: Instant,
+    reply: oneshot::Sender<Result<Bytes, Error>>,
+}
+
 enum ApplyMsg {
-    /// The proposal at `index` in `term` waits for its response.
-    Register {
-        index: Index,
-        term: Term,
-        /// When the node task received it.
-        started: Instant,
-        reply: oneshot::Sender<Result<Bytes, Error>>,
-    },
+    /// Proposals waiting for their responses. The node task gathers them and
+    /// sends them just ahead of its next message to the apply thread (none
+    /// can be answered before that), so they cost no wake-up of their own.
+    Register(Vec<Registration>),
     Entries(Vec<Entry>),
     Lost(Lost),
     /// Take a snapshot as of `meta.index` and have it saved.
@@ -467,10 +473,12 @@ fn apply_loop(
                 registry.applied_index.store(meta.index, Ordering::Relaxed);
                 applied.send_replace(meta.index);
             }
-            ApplyMsg::Register { index, term, started, reply } => {
-                if let Some((_, _, old)) = waiters.insert(index, (term, started, reply)) {
-                    answered(1);
-                    let _ = old.send(Err(Error::ProposalLost));
+            ApplyMsg::Register(registrations) => {
+                for Registration { index, term, started, reply } in registrations {
+                    if let Some((_, _, old)) = waiters.insert(index, (term, started, reply)) {
+                        answered(1);
+                        let _ = old.send(Err(Error::ProposalLost));
+                    }
                 }
             }
             ApplyMsg::Lost(lost) => {
@@ -539,6 +547,8 @@ struct Driver {
     peers: HashMap<NodeId, (String, Box<dyn Peer>)>,
     persist_tx: Option<std::sync::mpsc::Sender<StorageJob>>,
     apply_tx: Option<mpsc::UnboundedSender<ApplyMsg>>,
+    /// Proposals accepted since the last message to the apply thread.
+    registrations: Vec<Registration>,
     leader_tx: watch::Sender<LeaderState>,
     reads: HashMap<ReadId, oneshot::Sender<Result<Index, Error>>>,
     next_read: ReadId,
@@ -684,9 +694,7 @@ impl Driver {
                         let registry = &self.metrics.0;
                         registry.proposals_accepted.fetch_add(1, Ordering::Relaxed);
                         registry.proposals_inflight.fetch_add(1, Ordering::Relaxed);
-                        if let Some(apply) = &self.apply_tx {
-                            let _ = apply.send(ApplyMsg::Register { index, term, started, reply });
-                        }
+                        self.registrations.push(Registration { index, term, started, reply });
                     }
                     Some(Err(error)) => {
                         self.metrics.0.proposals_rejected.fetch_add(1, Ordering::Relaxed);
@@ -863,9 +871,7 @@ impl Driver {
                         return;
                     }
                     if let Action::Apply(entries) = self.queued.remove(i) {
-                        if let Some(apply) = &self.apply_tx {
-                            let _ = apply.send(ApplyMsg::Entries(entries));
-                        }
+                        self.send_to_apply(ApplyMsg::Entries(entries));
                     }
                 }
                 Action::Persist(p) if p.truncate_from.is_some() => return,
@@ -875,6 +881,17 @@ impl Driver {
                 | Action::SnapshotChunk { .. } => return,
                 _ => i += 1,
             }
+        }
+    }
+
+    /// Sends `msg` to the apply thread, after the registrations gathered
+    /// so far.
+    fn send_to_apply(&mut self, msg: ApplyMsg) {
+        if let Some(apply) = &self.apply_tx {
+            if !self.registrations.is_empty() {
+                let _ = apply.send(ApplyMsg::Register(std::mem::take(&mut self.registrations)));
+            }
+            let _ = apply.send(msg);
         }
     }
 
@@ -892,14 +909,10 @@ impl Driver {
         match action {
             Action::Send(message) => self.send(message),
             Action::Apply(entries) => {
-                if let Some(apply) = &self.apply_tx {
-                    let _ = apply.send(ApplyMsg::Entries(entries));
-                }
+                self.send_to_apply(ApplyMsg::Entries(entries));
             }
             Action::ProposalLost(lost) => {
-                if let Some(apply) = &self.apply_tx {
-                    let _ = apply.send(ApplyMsg::Lost(lost));
-                }
+                self.send_to_apply(ApplyMsg::Lost(lost));
             }
             Action::ReadReady { id, index } => {
                 if let Some(reply) = self.reads.remove(&id) {
@@ -953,9 +966,7 @@ impl Driver {
                 }
             }
             Action::SnapshotNeeded { meta } => {
-                if let Some(apply) = &self.apply_tx {
-                    let _ = apply.send(ApplyMsg::TakeSnapshot(*meta));
-                }
+                self.send_to_apply(ApplyMsg::TakeSnapshot(*meta));
             }
             Action::SendSnapshotChunk { to, term, meta, offset } => self.send_chunk(to, term, &meta, offset),
             Action::SnapshotChunk { meta, offset, data, done } => self.store_chunk(*meta, offset, data, done),
@@ -975,9 +986,7 @@ impl Driver {
                 self.metrics.0.snapshots_installed.fetch_add(1, Ordering::Relaxed);
                 self.snapshot = Some(LocalSnapshot::new((*meta).clone(), data.clone()));
                 self.snapshot_tx.send_replace(meta.index);
-                if let Some(apply) = &self.apply_tx {
-                    let _ = apply.send(ApplyMsg::Restore(*meta, data));
-                }
+                self.send_to_apply(ApplyMsg::Restore(*meta, data));
             }
             Action::MembershipChanged { membership, index } => {
                 tracing::info!(node = self.node.id(), index, ?membership, "configuration changed");
@@ -1120,6 +1129,7 @@ mod tests {
             peers: HashMap::new(),
             persist_tx: Some(persist_tx),
             apply_tx: Some(apply_tx),
+            registrations: Vec::new(),
             leader_tx,
             reads: HashMap::new(),
             next_read: 1,
