@@ -150,11 +150,17 @@ pub struct HttpOptions {
     pub batch_messages_max: usize,
     /// Source address of outgoing connections (`None`: the system's choice).
     pub local_address: Option<std::net::IpAddr>,
+    /// After a failed request, messages to that peer are dropped (Raft sends
+    /// again what still matters) until a backoff has passed: 5 ms, doubling
+    /// up to this. Keep it below the election timeout, so that a peer that
+    /// comes back is reached again within one (default 100 ms).
+    pub reconnect_backoff_max: Duration,
 }
 
 impl HttpOptions {
     /// Defaults for `cluster_id`: no secret, 2 s requests, 1 s connects,
-    /// 4096 queued messages, 256 messages a request.
+    /// 4096 queued messages, 256 messages a request, reconnection backoff up
+    /// to 100 ms.
     pub fn new(cluster_id: impl Into<String>) -> Self {
         HttpOptions {
             cluster_id: cluster_id.into(),
@@ -164,6 +170,7 @@ impl HttpOptions {
             queue_max: 4096,
             batch_messages_max: 256,
             local_address: None,
+            reconnect_backoff_max: Duration::from_millis(100),
         }
     }
 
@@ -373,6 +380,9 @@ async fn sender(
     }
 }
 
+/// The first reconnection backoff (see [`HttpOptions::reconnect_backoff_max`]).
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
 /// Where a [`connection_sender`] connects and what it sends there.
 struct Target {
     /// `host:port`, resolved at each (re)connection.
@@ -525,6 +535,8 @@ async fn connection_sender(
     let mut connection: Option<Connection> = None;
     // Reported once per outage (warn), and when it ends (info).
     let mut unreachable_since: Option<Instant> = None;
+    // After a failure: no new attempt before `retry_at`; the delay doubles.
+    let mut backoff: Option<(Instant, Duration)> = None;
     loop {
         // While idle, keep polling the connection so that a close by the
         // server is noticed before the next request.
@@ -546,6 +558,12 @@ async fn connection_sender(
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
+        }
+        if backoff.is_some_and(|(retry_at, _)| Instant::now() < retry_at) {
+            if let Some(metrics) = &metrics {
+                metrics.record_dropped(batch.len());
+            }
+            continue;
         }
         let body = match postcard::to_allocvec(&batch) {
             Ok(body) => body,
@@ -576,6 +594,7 @@ async fn connection_sender(
         }
         match result {
             Ok(status) => {
+                backoff = None;
                 if let Some(since) = unreachable_since.take() {
                     tracing::info!(peer = id, down_for = ?since.elapsed(), "peer reachable again");
                 }
@@ -585,6 +604,10 @@ async fn connection_sender(
             }
             Err(e) => {
                 connection = None;
+                let delay = backoff
+                    .map_or(RECONNECT_BACKOFF_MIN, |(_, delay)| delay * 2)
+                    .min(options.reconnect_backoff_max);
+                backoff = Some((Instant::now() + delay, delay));
                 // What queued up meanwhile is stale; heartbeats and retries
                 // regenerate whatever still matters.
                 let mut dropped = batch.len();

@@ -867,3 +867,72 @@ async fn leader_shutdown_with_transfer_hands_over_in_the_next_term_and_loses_no_
     assert!(nodes[new_leader].handle.is_stopped());
     nodes[new_leader].stop().await;
 }
+
+/// A peer whose connections fail is tried again after a backoff, not for
+/// every message (a heartbeat per tick would open a connection per tick);
+/// once it serves again, messages reach it within the backoff bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_peer_is_retried_with_backoff_and_reached_again() {
+    use raft_http::{HttpPeer, Peer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Down: every connection is accepted and closed at once.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    let down = tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let options = http_options();
+    let client = reqwest::Client::new();
+    let peer = HttpPeer::spawn(2, &addr.to_string(), options.clone(), client);
+    let heartbeat = || raft_core::Message {
+        from: 1,
+        to: 2,
+        term: 1,
+        body: raft_core::Body::AppendEntries { prev_index: 0, prev_term: 0, entries: Vec::new(), commit: 0 },
+    };
+    let sent = 200;
+    for _ in 0..sent {
+        peer.send(heartbeat());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let tried = attempts.load(Ordering::SeqCst);
+    // 5, 10, 20, 40, 80, then 100 ms apart: about 8 in 400+ ms.
+    assert!((2..=20).contains(&tried), "{tried} connection attempts for {sent} messages");
+
+    // Up: a real receiver on the same address.
+    down.abort();
+    let _ = down.await;
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let router = axum::Router::new().route(
+        "/raft/messages",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let back = std::time::Instant::now();
+    within("a message to reach the peer again", async {
+        while received.load(Ordering::SeqCst) == 0 {
+            peer.send(heartbeat());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(took < options.reconnect_backoff_max * 3, "reached again after {took:?}");
+}
