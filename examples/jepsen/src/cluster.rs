@@ -321,6 +321,26 @@ impl Cluster {
         }
     }
 
+    /// Asks node `via` to hand leadership to node `target`, as `raft-kv
+    /// cluster transfer-leader` does; Ok once `target` leads.
+    pub(crate) fn transfer_leader(&self, via: usize, target: usize) -> Result<String, String> {
+        let body = json!({ "to": self.nodes[target].id });
+        let response = self
+            .http
+            .post(format!("{}/v1/cluster/transfer-leader", self.client_url(via)))
+            .timeout(Duration::from_secs(5))
+            .body(body.to_string())
+            .send()
+            .map_err(|e| format!("POST /v1/cluster/transfer-leader via n{}: {e}", via + 1))?;
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("via n{}: {status}: {}", via + 1, text.trim()))
+        }
+    }
+
     /// Voter ids as node `via` sees them.
     pub(crate) fn voters(&self, via: usize) -> Option<Vec<u64>> {
         let topology = self.topology(via).ok()?;

@@ -1,7 +1,12 @@
-//! Disk faults: every node's data directory on its own small tmpfs, so that
-//! one node's disk can be filled up (a ballast file) until its writes fail
-//! with ENOSPC. Behind a guard that unmounts everything when dropped
-//! (normal exit, error, panic, signal), after the processes are gone.
+//! The disk fault: ONE node's data directory (the last node's) on its own
+//! small tmpfs, so that its disk can be filled up (a ballast file) until its
+//! writes fail with ENOSPC. Only that one: tmpfs makes fsync free, and the
+//! other nodes keep their data on the real disk so that the run still
+//! exercises real fsync timing (the nemesis makes the tmpfs node the leader
+//! first, some of the time, for the "the leader's disk fills" case). Behind
+//! a guard that unmounts it when dropped (normal exit, error, panic,
+//! signal), after the processes are gone; a mount left by a SIGKILLed
+//! harness is removed by the next run.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -17,15 +22,18 @@ const SOURCE_PREFIX: &str = "raft-jepsen-";
 /// Name of the file that fills a node's disk.
 const BALLAST: &str = "jepsen-ballast";
 
-/// The tmpfs mounts, one per node data directory. Dropping it unmounts them.
+/// The one tmpfs mount: the data directory of the node whose disk can be
+/// filled. Dropping it unmounts it.
 #[derive(Debug)]
-pub(crate) struct Disks {
-    dirs: Vec<PathBuf>,
-    /// Whether `dirs[i]` is mounted (and so must be unmounted).
-    mounted: Vec<bool>,
+pub(crate) struct Disk {
+    /// The node (0-based) whose data directory this is.
+    node: usize,
+    dir: PathBuf,
+    /// Whether `dir` is mounted (and so must be unmounted).
+    mounted: bool,
     size: u64,
-    /// Copy each node's files to `<dir>.saved` before unmounting (the run
-    /// failed and its data is worth keeping).
+    /// Keep the node's files in `dir` itself after unmounting (the run
+    /// failed, or `--work-dir` asked to keep the data).
     keep: bool,
 }
 
@@ -75,52 +83,78 @@ fn sweep_leftovers() {
     }
 }
 
-impl Disks {
-    /// Mounts a tmpfs of `size` bytes on each of `dirs` (created if
-    /// missing, and empty). On any failure, unmounts what it mounted and
-    /// says why (typically: not root, or no CAP_SYS_ADMIN in a container).
-    pub(crate) fn mount(dirs: &[PathBuf], size: u64) -> Result<Self, String> {
+impl Disk {
+    /// Mounts a tmpfs of `size` bytes on `dir` (created if missing, and
+    /// empty), node `node`'s data directory. On failure says why
+    /// (typically: not root, or no CAP_SYS_ADMIN in a container).
+    pub(crate) fn mount(node: usize, dir: &Path, size: u64) -> Result<Self, String> {
         sweep_leftovers();
-        let mut disks = Disks { dirs: dirs.to_vec(), mounted: vec![false; dirs.len()], size, keep: false };
         let source =
             CString::new(format!("{SOURCE_PREFIX}{}", std::process::id())).map_err(|e| e.to_string())?;
         let fstype = CString::new("tmpfs").map_err(|e| e.to_string())?;
         let data = CString::new(format!("size={size},mode=0700")).map_err(|e| e.to_string())?;
-        for (i, dir) in dirs.iter().enumerate() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let target = cstring(dir)?;
-            // SAFETY: mount(2) with valid NUL-terminated strings; `data` is
-            // the tmpfs option string.
-            let rc = unsafe {
-                libc::mount(
-                    source.as_ptr(),
-                    target.as_ptr(),
-                    fstype.as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    data.as_ptr().cast(),
-                )
-            };
-            if rc != 0 {
-                let error = std::io::Error::last_os_error();
-                return Err(format!("mount -t tmpfs on {}: {error}", dir.display()));
-            }
-            disks.mounted[i] = true;
+        // A reused `--work-dir` may hold this node's files from an earlier
+        // run (the other nodes keep theirs): moved aside, and copied onto the
+        // tmpfs once it is mounted, so the node restarts from them too.
+        let earlier = PathBuf::from({
+            let mut aside = dir.as_os_str().to_owned();
+            aside.push(".before-tmpfs");
+            aside
+        });
+        let reuse = std::fs::read_dir(dir).is_ok_and(|mut items| items.next().is_some());
+        if reuse {
+            std::fs::rename(dir, &earlier).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        Ok(disks)
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let target = cstring(dir)?;
+        // SAFETY: mount(2) with valid NUL-terminated strings; `data` is the
+        // tmpfs option string.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            if reuse {
+                // Leave the directory as it was (on the real disk).
+                let _ = std::fs::remove_dir(dir).and_then(|()| std::fs::rename(&earlier, dir));
+            }
+            return Err(format!("mount -t tmpfs on {}: {error}", dir.display()));
+        }
+        let disk = Disk { node, dir: dir.to_owned(), mounted: true, size, keep: false };
+        if reuse {
+            // On failure `disk` is dropped (unmounted) and the earlier files
+            // stay in `<dir>.before-tmpfs`.
+            copy_files(&earlier, dir).map_err(|e| {
+                format!("copying {} onto the tmpfs: {e} (the files stay there)", earlier.display())
+            })?;
+            std::fs::remove_dir_all(&earlier).map_err(|e| format!("{}: {e}", earlier.display()))?;
+        }
+        Ok(disk)
     }
 
-    /// The size of each tmpfs, in bytes.
+    /// The node (0-based) whose data directory is on the tmpfs.
+    pub(crate) fn node(&self) -> usize {
+        self.node
+    }
+
+    /// The size of the tmpfs, in bytes.
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
 
-    fn ballast(&self, i: usize) -> PathBuf {
-        self.dirs[i].join(BALLAST)
+    fn ballast(&self) -> PathBuf {
+        self.dir.join(BALLAST)
     }
 
-    /// Bytes free on node `i`'s filesystem.
-    pub(crate) fn free_bytes(&self, i: usize) -> Option<u64> {
-        let path = cstring(&self.dirs[i]).ok()?;
+    /// Bytes free on the tmpfs.
+    pub(crate) fn free_bytes(&self) -> Option<u64> {
+        let path = cstring(&self.dir).ok()?;
         // SAFETY: statvfs(2) into a zeroed struct we own.
         let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
         if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
@@ -129,10 +163,10 @@ impl Disks {
         Some(stat.f_bavail as u64 * stat.f_frsize as u64)
     }
 
-    /// Fills node `i`'s filesystem with a ballast file until a write fails
-    /// with ENOSPC. Returns the bytes the ballast took.
-    pub(crate) fn fill(&mut self, i: usize) -> Result<u64, String> {
-        let path = self.ballast(i);
+    /// Fills the tmpfs with a ballast file until a write fails with ENOSPC.
+    /// Returns the bytes the ballast took.
+    pub(crate) fn fill(&mut self) -> Result<u64, String> {
+        let path = self.ballast();
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -152,9 +186,9 @@ impl Disks {
         Ok(written)
     }
 
-    /// Removes node `i`'s ballast (if any): its disk has room again.
-    pub(crate) fn free(&mut self, i: usize) -> Result<(), String> {
-        let path = self.ballast(i);
+    /// Removes the ballast (if any): the disk has room again.
+    pub(crate) fn free(&mut self) -> Result<(), String> {
+        let path = self.ballast();
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -162,50 +196,89 @@ impl Disks {
         }
     }
 
-    /// Removes every ballast.
-    pub(crate) fn free_all(&mut self) -> Result<(), String> {
-        (0..self.dirs.len()).try_for_each(|i| self.free(i))
-    }
-
-    /// Keep a copy of every node's files (`<dir>.saved`) when unmounting.
+    /// Keep the node's files when unmounting: they are copied aside, and
+    /// moved into the (then empty) mount point once the tmpfs is gone, so
+    /// the kept directory looks like the other nodes'.
     pub(crate) fn keep_data(&mut self) {
         self.keep = true;
     }
 
-    fn save(&self, i: usize) -> Result<(), String> {
-        let dir = &self.dirs[i];
-        let mut saved = dir.clone().into_os_string();
+    /// `<dir>.saved`: where the files wait while the tmpfs is unmounted.
+    fn saved_path(&self) -> PathBuf {
+        let mut saved = self.dir.clone().into_os_string();
         saved.push(".saved");
-        let saved = PathBuf::from(saved);
+        PathBuf::from(saved)
+    }
+
+    /// Copies the node's files (not the ballast) to `<dir>.saved`.
+    fn save(&self) -> Result<PathBuf, String> {
+        let saved = self.saved_path();
         std::fs::create_dir_all(&saved).map_err(|e| format!("{}: {e}", saved.display()))?;
-        for item in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-            let item = item.map_err(|e| e.to_string())?;
-            if item.file_name() == BALLAST || !item.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            let mut from = File::open(item.path()).map_err(|e| e.to_string())?;
-            let mut to = File::create(saved.join(item.file_name())).map_err(|e| e.to_string())?;
-            std::io::copy(&mut from, &mut to).map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        copy_files(&self.dir, &saved)?;
+        Ok(saved)
     }
 }
 
-impl Drop for Disks {
+/// Copies the regular files of `from` (a node's store is flat), but not a
+/// ballast, into the existing directory `to`.
+fn copy_files(from: &Path, to: &Path) -> Result<(), String> {
+    for item in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let item = item.map_err(|e| e.to_string())?;
+        if item.file_name() == BALLAST || !item.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let mut source = File::open(item.path()).map_err(|e| format!("{}: {e}", item.path().display()))?;
+        let target = to.join(item.file_name());
+        let mut copy = File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        std::io::copy(&mut source, &mut copy).map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+impl Drop for Disk {
     fn drop(&mut self) {
-        for i in 0..self.dirs.len() {
-            if !self.mounted[i] {
-                continue;
-            }
-            if self.keep {
-                if let Err(e) = self.save(i) {
-                    eprintln!("warning: cannot save the data of {}: {e}", self.dirs[i].display());
+        if !self.mounted {
+            return;
+        }
+        let saved = if self.keep {
+            match self.save() {
+                Ok(saved) => Some(saved),
+                Err(e) => {
+                    eprintln!("warning: cannot save the data of {}: {e}", self.dir.display());
+                    None
                 }
             }
-            if let Err(e) = unmount(&self.dirs[i]) {
-                eprintln!("warning: {e}");
+        } else {
+            None
+        };
+        if let Err(e) = unmount(&self.dir) {
+            eprintln!("warning: {e}");
+            return;
+        }
+        self.mounted = false;
+        // Put the saved files where the node's directory was (the mount
+        // point, now empty again); if it is not empty, leave them in
+        // `<dir>.saved`.
+        if let Some(saved) = saved {
+            let moved = std::fs::remove_dir(&self.dir).and_then(|()| std::fs::rename(&saved, &self.dir));
+            if let Err(e) = moved {
+                eprintln!("warning: the data of {} is kept in {} ({e})", self.dir.display(), saved.display());
             }
-            self.mounted[i] = false;
         }
     }
+}
+
+/// Whether `path` is on a tmpfs (or ramfs), where fsync costs nothing.
+pub(crate) fn on_tmpfs(path: &Path) -> bool {
+    let Ok(path) = cstring(path) else { return false };
+    // SAFETY: statfs(2) into a zeroed struct we own.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return false;
+    }
+    // f_type and the magic numbers have target-dependent integer types.
+    #[allow(clippy::unnecessary_cast)]
+    let (kind, tmpfs) = (stat.f_type as i64, libc::TMPFS_MAGIC as i64);
+    // RAMFS_MAGIC (0x858458f6) is not in libc.
+    kind == tmpfs || kind == 0x8584_58f6
 }

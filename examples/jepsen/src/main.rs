@@ -1,7 +1,8 @@
 //! raft-jepsen: a Jepsen-style fault harness for `raft-kv`, with real
 //! processes on 127.0.0.11.., a seeded nemesis (kill -9, SIGSTOP, iptables
-//! partitions and flaky links, full disks on per-node tmpfs mounts,
-//! membership changes) and raft-sim's linearizability checker.
+//! partitions and flaky links, a full disk on one node's tmpfs,
+//! leadership transfers, membership changes) and raft-sim's
+//! linearizability checker.
 //!
 //! ```text
 //! cargo build --release -p raft-kv -p raft-jepsen
@@ -13,12 +14,19 @@
 //! order, so a 60 s run covers them all. Root is needed for the iptables
 //! faults (`partition`, `loss`: one `RAFT_JEPSEN` chain jumped to from
 //! INPUT, matching only the node addresses and the raft port; flushed at
-//! heal, removed at exit) and for `disk-full` (a tmpfs mounted on each data
-//! directory, unmounted at exit; the disk fault is skipped with a notice
-//! where mounting is not permitted). Both are undone on error, panic and
-//! Ctrl-C; a tmpfs left by a SIGKILLed run is unmounted by the next one.
-//! With `disk-full`, the data directories are on tmpfs, where fsync costs
-//! nothing: runs do more operations than on a real disk.
+//! heal, removed at exit) and for `disk-full` (a small tmpfs mounted on the
+//! LAST node's data directory only, unmounted at exit; the disk fault is
+//! skipped with a notice where mounting is not permitted). Both are undone
+//! on error, panic and Ctrl-C; a tmpfs left by a SIGKILLed run is unmounted
+//! by the next one.
+//!
+//! Only that one node is on tmpfs, where fsync costs nothing: the others
+//! keep their data in the work directory on the real disk, so every write
+//! still waits for real fsyncs on a majority (a notice says so if the work
+//! directory is itself on tmpfs). To cover "the leader's disk fills", every
+//! other `disk-full` turn first makes the tmpfs node the leader with a
+//! leadership transfer (`POST /v1/cluster/transfer-leader`); if that fails,
+//! its disk is filled as a follower and the fault's log line says why.
 
 mod check;
 mod cluster;
@@ -40,7 +48,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::check::Verdict;
 use crate::cluster::{Cluster, Firewall};
-use crate::disk::Disks;
+use crate::disk::Disk;
 use crate::workload::{Kind, Outcome, Record, Workload};
 
 /// A fault the nemesis can inject. Every kind but `membership` takes a turn
@@ -57,9 +65,12 @@ enum Fault {
     /// Flaky links (iptables `statistic` random DROP, both directions): one node's links at 20-50%
     /// loss, the leader's links at 20-50%, or every link at 5-15%. Removed at heal.
     Loss,
-    /// A full disk: every node's data directory is its own small tmpfs; a ballast file fills one
-    /// node's (sometimes the leader's) until its writes fail with ENOSPC and the node stops. At
-    /// heal the ballast goes and a stopped node is restarted from its directory (SIGTERM, start).
+    /// A full disk: the last node's data directory (only that one; the others stay on the real
+    /// disk, for real fsync timing) is a small tmpfs; a ballast file fills it until the node's
+    /// writes fail with ENOSPC and it stops. Every other turn (the first included) the node is
+    /// made the leader first, by a leadership transfer, so that the leader's disk fills; if the
+    /// transfer fails, it is filled as a follower and the log line says why. At heal the
+    /// ballast goes and a stopped node is restarted from its directory (SIGTERM, start).
     /// Skipped, with a notice, where mounting a tmpfs is not permitted.
     DiskFull,
     /// Remove a node from the cluster and add it back, while another fault is active.
@@ -95,7 +106,7 @@ struct Cli {
     /// Run without iptables (no partitions, no flaky links; for non-root runs).
     #[arg(long)]
     no_partitions: bool,
-    /// Size of each node's tmpfs data directory (disk-full fault), in MiB.
+    /// Size of the tmpfs holding the last node's data directory (disk-full fault), in MiB.
     #[arg(long, default_value_t = 64)]
     disk_mib: u64,
     /// The iptables binary (iptables-legacy if the nf_tables one does not work).
@@ -261,22 +272,33 @@ fn run(cli: &Cli) -> Result<usize, String> {
         }
         None => temp.path().to_owned(),
     };
-    // Each node's data directory on its own tmpfs, for the disk-full fault;
-    // declared before the cluster so that it is dropped (unmounted) after
-    // the processes are gone.
-    let mut disks = if cli.faults.contains(&Fault::DiskFull) {
-        let dirs: Vec<PathBuf> = (0..cli.nodes).map(|i| cluster::node_dir(&work, i)).collect();
-        match Disks::mount(&dirs, cli.disk_mib << 20) {
-            Ok(mut disks) => {
+    if disk::on_tmpfs(&work) {
+        println!(
+            "notice: the work directory {} is on tmpfs: fsync costs nothing on any node \
+             (pass --work-dir on a real disk for real fsync timing)",
+            work.display()
+        );
+    }
+    // The last node's data directory on a small tmpfs, for the disk-full
+    // fault (the others stay on the real disk); declared before the
+    // cluster so that it is dropped (unmounted) after the processes are
+    // gone. Removing and re-adding that node (membership) does not touch
+    // its directory: the process keeps running on it, and a restart
+    // reopens the same directory, still on the tmpfs.
+    let mut disk = if cli.faults.contains(&Fault::DiskFull) {
+        let node = cli.nodes - 1;
+        match Disk::mount(node, &cluster::node_dir(&work, node), cli.disk_mib << 20) {
+            Ok(mut disk) => {
                 if cli.work_dir.is_some() {
                     // Asked to keep the data: copied out before unmounting.
-                    disks.keep_data();
+                    disk.keep_data();
                 }
-                Some(disks)
+                Some(disk)
             }
             Err(e) => {
                 println!(
-                    "notice: the disk-full fault is SKIPPED in this run: cannot mount a tmpfs per node ({e})"
+                    "notice: the disk-full fault is SKIPPED in this run: cannot mount a tmpfs on n{}'s data directory ({e})",
+                    node + 1
                 );
                 skipped.push(format!("DiskFull (cannot mount a tmpfs: {e})"));
                 None
@@ -313,9 +335,14 @@ fn run(cli: &Cli) -> Result<usize, String> {
         cli.duration,
         cli.seed,
         cli.faults,
-        match &disks {
-            Some(disks) => format!("; data directories on {} MiB tmpfs mounts", disks.size() >> 20),
-            None => String::new(),
+        match &disk {
+            Some(disk) => format!(
+                "; n{}'s data directory on a {} MiB tmpfs, the others' in {}",
+                disk.node() + 1,
+                disk.size() >> 20,
+                work.display()
+            ),
+            None => format!("; data directories in {}", work.display()),
         },
         if skipped.is_empty() { String::new() } else { format!("; SKIPPED: {}", skipped.join(", ")) }
     );
@@ -338,7 +365,7 @@ fn run(cli: &Cli) -> Result<usize, String> {
         .collect();
 
     let nemesis_result =
-        nemesis(cli, &mut cluster, firewall.as_mut(), disks.as_mut(), &workload, &mut timeline);
+        nemesis(cli, &mut cluster, firewall.as_mut(), disk.as_mut(), &workload, &mut timeline);
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         let _ = c.join();
@@ -348,8 +375,8 @@ fn run(cli: &Cli) -> Result<usize, String> {
     if let Some(firewall) = firewall.as_mut() {
         firewall.heal()?;
     }
-    if let Some(disks) = disks.as_mut() {
-        disks.free_all()?;
+    if let Some(disk) = disk.as_mut() {
+        disk.free()?;
     }
     for i in 0..cli.nodes {
         if cluster.nodes[i].paused {
@@ -454,10 +481,10 @@ fn run(cli: &Cli) -> Result<usize, String> {
     std::fs::write(&cli.report, &report).map_err(|e| format!("{}: {e}", cli.report.display()))?;
     println!("report written to {}", cli.report.display());
     if cli.work_dir.is_none() && violations > 0 {
-        // Keep the node logs of a failing run (and the data of tmpfs
-        // directories, copied to node-N.saved when they are unmounted).
-        if let Some(disks) = disks.as_mut() {
-            disks.keep_data();
+        // Keep the node logs and data of a failing run (the tmpfs node's
+        // files are copied back into its directory when it is unmounted).
+        if let Some(disk) = disk.as_mut() {
+            disk.keep_data();
         }
         let kept = temp.keep();
         println!("node logs kept in {}", kept.display());
@@ -529,7 +556,7 @@ fn nemesis(
     cli: &Cli,
     cluster: &mut Cluster,
     mut firewall: Option<&mut Firewall>,
-    mut disks: Option<&mut Disks>,
+    mut disk: Option<&mut Disk>,
     workload: &Workload,
     timeline: &mut Timeline,
 ) -> Result<(), String> {
@@ -539,7 +566,7 @@ fn nemesis(
     if firewall.is_none() {
         kinds.retain(|f| *f != Fault::Partition && *f != Fault::Loss);
     }
-    if disks.is_none() {
+    if disk.is_none() {
         kinds.retain(|f| *f != Fault::DiskFull);
     }
     let membership = cli.faults.contains(&Fault::Membership);
@@ -550,6 +577,8 @@ fn nemesis(
     }
     let (mut step, mut shapes) = (0usize, rng.gen_range(0..5usize));
     let mut loss_shapes = rng.gen_range(0..3usize);
+    // Disk-full turns so far: even ones make the tmpfs node the leader first.
+    let mut disk_turns = 0usize;
     while workload.start.elapsed() + Duration::from_secs(2) < cli.duration {
         let t0 = now(workload);
         let mut what = Vec::new();
@@ -560,11 +589,23 @@ fn nemesis(
         }
         let fault = kinds.get(step % kinds.len().max(1)).copied();
         step += 1;
+        // The node whose disk fills, if this turn should make it the leader
+        // first (it must then stay a voter: it is not the one removed).
+        let disk_leader = match (fault, disk.as_deref()) {
+            (Some(Fault::DiskFull), Some(disk)) => {
+                disk_turns += 1;
+                (disk_turns % 2 == 1).then_some(disk.node())
+            }
+            _ => None,
+        };
         // Membership change: remove a node now, add it back while the fault
         // is active (or after the heal if that fails).
         let mut removed = None;
         if membership && rng.gen_bool(0.5) {
-            let victim = rng.gen_range(0..n);
+            let mut victim = rng.gen_range(0..n);
+            if Some(victim) == disk_leader {
+                victim = (victim + 1) % n;
+            }
             let via = cluster.leader().filter(|&l| l != victim).unwrap_or((victim + 1) % n);
             let outcome = cluster.change_membership(via, victim, false);
             let event = format!("remove n{} via n{}: {}", victim + 1, via + 1, short(&outcome));
@@ -723,24 +764,46 @@ fn nemesis(
                 what.push(format!("{label} (each way, raft traffic)"));
             }
             Some(Fault::DiskFull) => {
-                let disks = disks.as_deref_mut().ok_or("no tmpfs mounts")?;
+                let disk = disk.as_deref_mut().ok_or("no tmpfs mount")?;
+                let v = disk.node();
+                // Make it the leader first (every other turn), else fill it
+                // as it is; `role` says which it was when its disk filled.
+                let role = match disk_leader {
+                    Some(_) if leader == Some(v) => " (leader)".to_owned(),
+                    Some(_) => match make_leader(cluster, v, leader) {
+                        Ok(from) => {
+                            let event = format!("transfer leadership {from}to n{}: ok", v + 1);
+                            timeline.events.push((now(workload), event));
+                            format!(" (leader, after a transfer {from}to it)")
+                        }
+                        Err(e) => {
+                            let event = format!("transfer leadership to n{}: {e}", v + 1);
+                            timeline.events.push((now(workload), event));
+                            format!(" (as a FOLLOWER: the transfer to it failed: {e})")
+                        }
+                    },
+                    None if leader == Some(v) => " (leader)".to_owned(),
+                    None if removed == Some(v) => " (follower, just removed)".to_owned(),
+                    None => " (follower)".to_owned(),
+                };
                 // Where the node's log ends now: its storage error comes after.
-                let log_len = std::fs::metadata(cluster.nodes[target].log_path()).map_or(0, |m| m.len());
-                let ballast = disks.fill(target)?;
-                full.push((target, log_len));
+                let log_len = std::fs::metadata(cluster.nodes[v].log_path()).map_or(0, |m| m.len());
+                let ballast = disk.fill()?;
+                full.push((v, log_len));
                 what.push(format!(
-                    "disk full on n{}{}: {:.1} MiB ballast fills its {} MiB tmpfs ({} bytes free)",
-                    target + 1,
-                    if Some(target) == leader { " (leader)" } else { "" },
+                    "disk full on n{v1}{role}: {:.1} MiB ballast fills its {} MiB tmpfs ({} bytes free)",
                     ballast as f64 / f64::from(1 << 20),
-                    disks.size() >> 20,
-                    disks.free_bytes(target).map_or("?".to_owned(), |b| b.to_string()),
+                    disk.size() >> 20,
+                    disk.free_bytes().map_or("?".to_owned(), |b| b.to_string()),
+                    v1 = v + 1,
                 ));
             }
             _ => {}
         }
         let label = if what.is_empty() { "nothing".to_owned() } else { what.join("; ") };
-        timeline.events.push((t0, label.clone()));
+        // Logged once injected (a leadership transfer may have come first;
+        // the fault's window still starts at t0).
+        timeline.events.push((now(workload), label.clone()));
         let hold = Duration::from_millis(rng.gen_range(2000..5000));
         let interrupted = !sleep(hold);
         // Add back while the fault is still active (half of the time).
@@ -759,8 +822,8 @@ fn nemesis(
             cluster.start(v)?;
         }
         for (v, log_len) in full {
-            if let Some(disks) = disks.as_deref_mut() {
-                disks.free(v)?;
+            if let Some(disk) = disk.as_deref_mut() {
+                disk.free()?;
             }
             let event = heal_disk(cluster, v, log_len)?;
             timeline.events.push((now(workload), event));
@@ -809,6 +872,36 @@ fn heal_disk(cluster: &mut Cluster, v: usize, log_len: u64) -> Result<String, St
         ));
     }
     Ok(format!("n{}: disk freed; still serving (no write of its failed)", v + 1))
+}
+
+/// Makes node `v` the leader with a leadership transfer (asked of the
+/// current leader, or of `v` itself; either forwards it), then checks that
+/// `v` says it leads. Ok("from nX ") on success, else why not.
+fn make_leader(cluster: &Cluster, v: usize, leader: Option<usize>) -> Result<String, String> {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        let via = if attempt == 1 { v } else { leader.unwrap_or(v) };
+        match cluster.transfer_leader(via, v) {
+            Ok(_) => {
+                // The 200 means it led when it answered; make sure it still
+                // does (it may have lost it at once under another fault).
+                let leads = (0..10).any(|_| {
+                    let leads = cluster.status(v).is_some_and(|s| s["role"] == "leader");
+                    if !leads {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    leads
+                });
+                if leads {
+                    return Ok(leader.map_or(String::new(), |l| format!("from n{} ", l + 1)));
+                }
+                last = format!("n{} answered 200 but does not say it leads", v + 1);
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(format!("failed: {}", last.chars().take(100).collect::<String>()))
 }
 
 /// Adds a removed node back as a voter (if it is not one already).
