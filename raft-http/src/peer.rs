@@ -310,6 +310,104 @@ impl Peer for HttpPeer {
     }
 }
 
+/// One peer's link as its sender task sees it: it reports an outage once
+/// (warn) and its end (info), drops what queued up during a failed request
+/// (stale by now; heartbeats and retries regenerate whatever still matters),
+/// and after a failure holds new attempts off for a backoff that doubles up
+/// to [`HttpOptions::reconnect_backoff_max`].
+struct Link {
+    id: NodeId,
+    url: String,
+    metrics: Option<Metrics>,
+    backoff_max: Duration,
+    unreachable_since: Option<Instant>,
+    /// No new attempt before `.0`; `.1` is the current delay.
+    backoff: Option<(Instant, Duration)>,
+}
+
+impl Link {
+    fn new(id: NodeId, url: &str, options: &HttpOptions, metrics: Option<Metrics>) -> Link {
+        let backoff_max = options.reconnect_backoff_max;
+        Link { id, url: url.to_owned(), metrics, backoff_max, unreachable_since: None, backoff: None }
+    }
+
+    /// Fills `batch` with `first` (the message that just arrived; `None`:
+    /// the queue closed, so is the result) and whatever queued behind it,
+    /// up to `max`, and encodes it; `Some(None)` when there is nothing to
+    /// send after all (dropped during a backoff, or not encodable).
+    fn next_batch(
+        &mut self,
+        first: Option<Message>,
+        rx: &mut mpsc::Receiver<Message>,
+        batch: &mut Vec<Message>,
+        max: usize,
+    ) -> Option<Option<Bytes>> {
+        let first = first?;
+        batch.clear();
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if self.backoff.is_some_and(|(retry_at, _)| Instant::now() < retry_at) {
+            self.dropped(batch.len());
+            return Some(None);
+        }
+        match postcard::to_allocvec(batch) {
+            Ok(body) => Some(Some(Bytes::from(body))),
+            Err(e) => {
+                tracing::warn!(peer = self.id, "cannot encode messages: {e}");
+                Some(None)
+            }
+        }
+    }
+
+    fn dropped(&self, count: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_dropped(count);
+        }
+    }
+
+    /// A request of `messages` messages sent at `sent` got `status`.
+    fn answered(&mut self, messages: usize, sent: Instant, status: hyper::StatusCode) {
+        self.record(messages, sent);
+        self.backoff = None;
+        if let Some(since) = self.unreachable_since.take() {
+            tracing::info!(peer = self.id, down_for = ?since.elapsed(), "peer reachable again");
+        }
+        if !status.is_success() {
+            tracing::debug!(peer = self.id, %status, "peer refused messages");
+        }
+    }
+
+    /// A request of `messages` messages sent at `sent` failed with `error`.
+    fn failed(&mut self, messages: usize, sent: Instant, error: &str, rx: &mut mpsc::Receiver<Message>) {
+        self.record(messages, sent);
+        let delay = self.backoff.map_or(RECONNECT_BACKOFF_MIN, |(_, delay)| delay * 2).min(self.backoff_max);
+        self.backoff = Some((Instant::now() + delay, delay));
+        let mut dropped = messages;
+        while rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        self.dropped(dropped);
+        if self.unreachable_since.is_none() {
+            self.unreachable_since = Some(Instant::now());
+            tracing::warn!(peer = self.id, url = %self.url, "peer unreachable: {error}");
+        } else {
+            tracing::debug!(peer = self.id, dropped, "sending to peer failed: {error}");
+        }
+    }
+
+    fn record(&self, messages: usize, sent: Instant) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_peer_request(self.id, messages, sent.elapsed());
+        }
+    }
+}
+
+/// The sender of snapshot chunks, one per request, through `client`.
 async fn sender(
     id: NodeId,
     url: String,
@@ -319,24 +417,13 @@ async fn sender(
     metrics: Option<Metrics>,
 ) {
     let mut batch = Vec::new();
-    // Reported once per outage (warn), and when it ends (info).
-    let mut unreachable_since: Option<Instant> = None;
-    while let Some(first) = rx.recv().await {
-        batch.clear();
-        batch.push(first);
-        while batch.len() < options.batch_messages_max {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        let body = match postcard::to_allocvec(&batch) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::warn!(peer = id, "cannot encode messages: {e}");
-                continue;
-            }
+    let mut link = Link::new(id, &url, &options, metrics);
+    loop {
+        let first = rx.recv().await;
+        let Some(body) = link.next_batch(first, &mut rx, &mut batch, options.batch_messages_max) else {
+            break;
         };
+        let Some(body) = body else { continue };
         let mut request = client
             .post(&url)
             .header("content-type", "application/octet-stream")
@@ -346,36 +433,9 @@ async fn sender(
             request = request.bearer_auth(secret);
         }
         let sent = Instant::now();
-        let result = request.send().await;
-        if let Some(metrics) = &metrics {
-            metrics.record_peer_request(id, batch.len(), sent.elapsed());
-        }
-        match result {
-            Ok(response) => {
-                if let Some(since) = unreachable_since.take() {
-                    tracing::info!(peer = id, down_for = ?since.elapsed(), "peer reachable again");
-                }
-                if !response.status().is_success() {
-                    tracing::debug!(peer = id, status = %response.status(), "peer refused messages");
-                }
-            }
-            Err(e) => {
-                // What queued up meanwhile is stale; heartbeats and retries
-                // regenerate whatever still matters.
-                let mut dropped = batch.len();
-                while rx.try_recv().is_ok() {
-                    dropped += 1;
-                }
-                if let Some(metrics) = &metrics {
-                    metrics.record_dropped(dropped);
-                }
-                if unreachable_since.is_none() {
-                    unreachable_since = Some(Instant::now());
-                    tracing::warn!(peer = id, url = %url, "peer unreachable: {}", error_chain(&e));
-                } else {
-                    tracing::debug!(peer = id, dropped, "sending to peer failed: {e}");
-                }
-            }
+        match request.send().await {
+            Ok(response) => link.answered(batch.len(), sent, response.status()),
+            Err(e) => link.failed(batch.len(), sent, &error_chain(&e), &mut rx),
         }
     }
 }
@@ -533,10 +593,7 @@ async fn connection_sender(
     };
     let mut batch = Vec::new();
     let mut connection: Option<Connection> = None;
-    // Reported once per outage (warn), and when it ends (info).
-    let mut unreachable_since: Option<Instant> = None;
-    // After a failure: no new attempt before `retry_at`; the delay doubles.
-    let mut backoff: Option<(Instant, Duration)> = None;
+    let mut link = Link::new(id, &url, &options, metrics);
     loop {
         // While idle, keep polling the connection so that a close by the
         // server is noticed before the next request.
@@ -550,29 +607,10 @@ async fn connection_sender(
             },
             None => rx.recv().await,
         };
-        let Some(first) = first else { break };
-        batch.clear();
-        batch.push(first);
-        while batch.len() < options.batch_messages_max {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        if backoff.is_some_and(|(retry_at, _)| Instant::now() < retry_at) {
-            if let Some(metrics) = &metrics {
-                metrics.record_dropped(batch.len());
-            }
-            continue;
-        }
-        let body = match postcard::to_allocvec(&batch) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::warn!(peer = id, "cannot encode messages: {e}");
-                continue;
-            }
+        let Some(body) = link.next_batch(first, &mut rx, &mut batch, options.batch_messages_max) else {
+            break;
         };
-        let body = Bytes::from(body);
+        let Some(body) = body else { continue };
         let sent = Instant::now();
         let result = tokio::time::timeout(options.request_timeout, async {
             // A kept-alive connection may have been closed by the server
@@ -589,40 +627,11 @@ async fn connection_sender(
         })
         .await
         .unwrap_or_else(|_| Err("request timed out".to_owned()));
-        if let Some(metrics) = &metrics {
-            metrics.record_peer_request(id, batch.len(), sent.elapsed());
-        }
         match result {
-            Ok(status) => {
-                backoff = None;
-                if let Some(since) = unreachable_since.take() {
-                    tracing::info!(peer = id, down_for = ?since.elapsed(), "peer reachable again");
-                }
-                if !status.is_success() {
-                    tracing::debug!(peer = id, %status, "peer refused messages");
-                }
-            }
+            Ok(status) => link.answered(batch.len(), sent, status),
             Err(e) => {
                 connection = None;
-                let delay = backoff
-                    .map_or(RECONNECT_BACKOFF_MIN, |(_, delay)| delay * 2)
-                    .min(options.reconnect_backoff_max);
-                backoff = Some((Instant::now() + delay, delay));
-                // What queued up meanwhile is stale; heartbeats and retries
-                // regenerate whatever still matters.
-                let mut dropped = batch.len();
-                while rx.try_recv().is_ok() {
-                    dropped += 1;
-                }
-                if let Some(metrics) = &metrics {
-                    metrics.record_dropped(dropped);
-                }
-                if unreachable_since.is_none() {
-                    unreachable_since = Some(Instant::now());
-                    tracing::warn!(peer = id, url = %url, "peer unreachable: {e}");
-                } else {
-                    tracing::debug!(peer = id, dropped, "sending to peer failed: {e}");
-                }
+                link.failed(batch.len(), sent, &e, &mut rx);
             }
         }
     }
