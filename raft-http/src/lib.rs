@@ -8,8 +8,10 @@
 //!   order; ticks come from a tokio interval ([`Options::tick`], 10 ms by
 //!   default); `Persist`s are made durable on a dedicated thread, all those
 //!   queued during one fsync going into the next (group commit), and every
-//!   action that followed them waits until they are durable; committed
-//!   entries are applied on their own thread.
+//!   action that followed them waits until they are durable, except a
+//!   leader's new entries, which go to its followers while it writes them
+//!   (`raft_core::EarlySends`, [`Options::replicate_while_writing`]);
+//!   committed entries are applied on their own thread.
 //! - [`RaftHandle`] is the application's side: [`RaftHandle::propose`]
 //!   returns the state machine's response once applied; on a follower it
 //!   forwards the command to the leader ([`Connect::forward`]: over HTTP,
