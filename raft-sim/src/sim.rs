@@ -1319,16 +1319,16 @@ fn take_early_sends(
     early.allows(&write);
     let Action::Persist(p) = write else { unreachable!("built above") };
     let mut sends = Vec::new();
-    let mut kept = VecDeque::with_capacity(outbox.len());
-    for action in outbox.drain(..) {
-        // Every action goes through `allows`, in order: a later vote or
-        // truncation closes the walk.
+    // One turn of the queue in place: every action goes through `allows`,
+    // in order (a later vote or truncation closes the walk), and what may
+    // not go early goes back, in the same order.
+    for _ in 0..outbox.len() {
+        let Some(action) = outbox.pop_front() else { break };
         if !early.allows(&action) {
-            kept.push_back(action);
+            outbox.push_back(action);
         } else if let Action::Send(m) = action {
             sends.push(m);
         }
     }
-    *outbox = kept;
     (p, sends)
 }
