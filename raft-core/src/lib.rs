@@ -50,7 +50,7 @@ pub use early::EarlySends;
 pub use error::{ConfigChangeError, ConfigError, Lost, NodeError, ProposeError, TransferError};
 pub use membership::{Membership, Topology};
 pub use message::{
-    AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term,
+    AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term, TERM_MAX,
 };
 pub use node::{Action, Input, Node, Persist, Restored, Role, SnapshotMeta, Status};
 pub use progress::{Progress, ProgressState};

@@ -66,6 +66,10 @@ pub struct HardState {
     pub vote: Option<NodeId>,
 }
 
+/// The highest term a message may carry. A node never campaigns past it, so
+/// `Term::MAX` is never a real term and there is always room for `term + 1`.
+pub const TERM_MAX: Term = Term::MAX - 1;
+
 /// The metadata of a snapshot: the last entry it covers and the
 /// configuration as of that entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +93,57 @@ pub struct Message {
     pub term: Term,
     /// What the message says.
     pub body: Body,
+}
+
+impl Message {
+    /// Whether the message is consistent in itself, whatever the receiver's
+    /// state: a correct node could have sent it. A node drops a malformed
+    /// message before it changes anything, its term included.
+    ///
+    /// - the term is at most [`TERM_MAX`];
+    /// - a vote or pre-vote request's last log term is at most its term;
+    /// - an AppendEntries has contiguous entries from `prev_index + 1` whose
+    ///   terms never decrease, start no lower than `prev_term` and never
+    ///   exceed the message's term;
+    /// - an InstallSnapshot covers at least one entry, below `Index::MAX`,
+    ///   with a term from 1 up to the message's (the leader had that entry),
+    ///   and a configuration with voters.
+    pub fn is_well_formed(&self) -> bool {
+        if self.term > TERM_MAX {
+            return false;
+        }
+        match &self.body {
+            Body::RequestVote { last_log_term, .. } | Body::PreVote { last_log_term, .. } => {
+                *last_log_term <= self.term
+            }
+            Body::AppendEntries { prev_index, prev_term, entries, .. } => {
+                entries_well_formed(*prev_index, *prev_term, entries, self.term)
+            }
+            Body::InstallSnapshot { meta, .. } => {
+                meta.index > 0
+                    && meta.index < Index::MAX
+                    && (1..=self.term).contains(&meta.term)
+                    && !meta.membership.voters.is_empty()
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Entries contiguous from `prev_index + 1`, with terms that never decrease,
+/// start no lower than `prev_term` and never exceed the leader's term.
+fn entries_well_formed(prev_index: Index, prev_term: Term, entries: &[Entry], msg_term: Term) -> bool {
+    if prev_term > msg_term {
+        return false;
+    }
+    let mut expect = (prev_index, prev_term);
+    for e in entries {
+        if Some(e.index) != expect.0.checked_add(1) || e.term < expect.1 || e.term > msg_term {
+            return false;
+        }
+        expect = (e.index, e.term);
+    }
+    true
 }
 
 /// The kinds of message. Every response carries enough to be matched to its

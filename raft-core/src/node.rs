@@ -10,7 +10,7 @@ use crate::log::Log;
 use crate::membership::{Membership, Topology};
 pub use crate::message::SnapshotMeta;
 use crate::message::{
-    AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term,
+    AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term, TERM_MAX,
 };
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::VoteResult;
@@ -398,6 +398,12 @@ impl Node {
         let Restored { hard_state, snapshot, entries } = restored;
         let log = Log::new(snapshot.index, snapshot.term, entries);
         log.check().map_err(NodeError::Restored)?;
+        if hard_state.term > TERM_MAX {
+            return Err(NodeError::Restored(format!(
+                "stored term {} is above the highest usable term {TERM_MAX}",
+                hard_state.term
+            )));
+        }
         if log.last_term() > hard_state.term {
             return Err(NodeError::Restored(format!(
                 "last entry's term {} is above the stored term {}",
@@ -756,7 +762,7 @@ impl Node {
     /// Dissertation 9.6: ask whether a majority would vote for us at the next
     /// term, without changing any term; campaign only if so.
     fn pre_campaign(&mut self) {
-        if !self.membership.is_voter(self.config.id) {
+        if !self.membership.is_voter(self.config.id) || self.term >= TERM_MAX {
             self.reset_election_timer();
             return;
         }
@@ -820,8 +826,9 @@ impl Node {
     /// Campaigns; `transfer` marks a campaign the leader asked for, which
     /// voters let through their disruption guard.
     fn campaign_with(&mut self, transfer: bool) {
-        if !self.membership.is_voter(self.config.id) {
-            // Learners and nodes outside the configuration never campaign.
+        if !self.membership.is_voter(self.config.id) || self.term >= TERM_MAX {
+            // Learners and nodes outside the configuration never campaign;
+            // nor does anyone at the last usable term (there is no next one).
             self.reset_election_timer();
             return;
         }
@@ -899,6 +906,13 @@ impl Node {
         if m.to != self.config.id || m.from == self.config.id || m.from == 0 {
             return;
         }
+        if !m.is_well_formed() {
+            // Bad input changes nothing, not even the term: adopting the
+            // term of a message no correct node could send would let one
+            // malformed packet depose a leader or persist a state the node
+            // cannot restart from.
+            return;
+        }
         // Pre-votes never change anyone's term.
         match m.body {
             Body::PreVote { last_log_index, last_log_term } => {
@@ -957,7 +971,7 @@ impl Node {
             }
             Body::RequestVoteResponse { granted } => self.on_vote_response(m.from, granted),
             Body::AppendEntries { prev_index, prev_term, entries, commit } => {
-                self.on_append(m.from, m.term, prev_index, prev_term, entries, commit)
+                self.on_append(m.from, prev_index, prev_term, entries, commit)
             }
             Body::AppendEntriesResponse(result) => self.on_append_response(m.from, result),
             Body::ReadConfirm { round } => self.on_read_confirm(m.from, round),
@@ -1038,7 +1052,6 @@ impl Node {
     fn on_append(
         &mut self,
         from: NodeId,
-        msg_term: Term,
         prev_index: Index,
         prev_term: Term,
         mut entries: Vec<Entry>,
@@ -1047,9 +1060,6 @@ impl Node {
         if self.role == Role::Leader {
             // Two leaders in one term cannot happen (election safety); a
             // message claiming so is bad input.
-            return;
-        }
-        if !well_formed(prev_index, prev_term, &entries, msg_term) {
             return;
         }
         self.heard_from_leader(from);
@@ -1537,21 +1547,4 @@ impl Node {
             }
         }
     }
-}
-
-/// An AppendEntries whose entries are contiguous from `prev_index + 1`, with
-/// terms that never decrease, start no lower than `prev_term` and never
-/// exceed the leader's term.
-fn well_formed(prev_index: Index, prev_term: Term, entries: &[Entry], msg_term: Term) -> bool {
-    if prev_term > msg_term {
-        return false;
-    }
-    let mut expect = (prev_index, prev_term);
-    for e in entries {
-        if Some(e.index) != expect.0.checked_add(1) || e.term < expect.1 || e.term > msg_term {
-            return false;
-        }
-        expect = (e.index, e.term);
-    }
-    true
 }
