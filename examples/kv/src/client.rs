@@ -47,6 +47,7 @@ async fn finish(response: reqwest::Response, print_body: bool) -> Result<(), Str
 fn client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
+        .default_headers(crate::auth::client_headers(None))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
