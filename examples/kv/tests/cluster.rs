@@ -955,3 +955,71 @@ fn auth_startup_names_a_bad_file_needs_a_secret_and_warns_when_exposed() {
     let output = serve_output(dir.path(), &["--listen-client", "127.0.0.1:0"]);
     assert!(!String::from_utf8_lossy(&output.stderr).contains("WARNING"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_auth_prints_working_tokens_per_role_and_closes_the_api() {
+    let mut local = Command::new(BIN)
+        .args(["local", "--nodes", "3", "--base-port", "0", "--auth"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = local.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut urls, mut tokens, mut curl_headers) = (Vec::new(), Vec::new(), 0);
+    let start = Instant::now();
+    loop {
+        let line =
+            lines_rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())).expect("local printed no leader");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() == 5 && fields[0].parse::<u64>().is_ok() {
+            urls.push(fields[2].to_owned());
+        }
+        if let ["read" | "write" | "admin", "token:", token] = fields[..] {
+            tokens.push((fields[0].to_owned(), token.to_owned()));
+        }
+        curl_headers += usize::from(line.contains("curl") && line.contains("-H \"Authorization: Bearer "));
+        if line.starts_with("leader: node") {
+            break;
+        }
+    }
+    assert_eq!(urls.len(), 3);
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    assert!(curl_headers >= 3, "the curl examples lack the Authorization header");
+    let token = |role: &str| tokens.iter().find(|(r, _)| r == role).unwrap().1.clone();
+
+    let http = reqwest::Client::new();
+    let put = |token: Option<String>| {
+        let request = http.put(format!("{}/v1/kv/hello", urls[1])).body("world");
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    assert_eq!(put(None).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(put(Some(token("read"))).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(put(Some(token("write"))).send().await.unwrap().status().as_u16(), 200);
+    let get = http.get(format!("{}/v1/kv/hello", urls[2])).bearer_auth(token("read")).send().await.unwrap();
+    assert_eq!(get.bytes().await.unwrap(), "world");
+    let transfer = http
+        .post(format!("{}/v1/cluster/transfer-leader", urls[0]))
+        .bearer_auth(token("write"))
+        .body(r#"{"to":1}"#);
+    assert_eq!(transfer.send().await.unwrap().status().as_u16(), 403);
+
+    assert!(Command::new("kill").args(["-INT", &local.id().to_string()]).status().unwrap().success());
+    let start = Instant::now();
+    while local.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < DEADLINE, "local did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
