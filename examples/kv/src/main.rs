@@ -189,7 +189,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "RAFT_KV_CLUSTER_SECRET_FILE")]
     pub(crate) cluster_secret_file: Option<PathBuf>,
     /// Client bearer tokens and their roles (JSON; see the README). Re-read on SIGHUP.
-    /// Needs a cluster secret. Without it, the client API is open to anyone who reaches it.
+    /// Needs a cluster secret. Without an auth file the client API is open to anyone who reaches it.
     #[arg(long, env = "RAFT_KV_AUTH_FILE")]
     pub(crate) auth_file: Option<PathBuf>,
     /// Largest value accepted, in bytes (at most 1 MiB minus 4 KiB: a command must fit one Raft message).
