@@ -415,6 +415,13 @@ pub(crate) fn warn_if_exposed(listen: SocketAddr, auth_enabled: bool, tls_enable
     }
 }
 
+/// A fresh token: 128 bits from the OS's random source, as 32 hex digits.
+pub(crate) fn random_token() -> Result<String, String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| format!("cannot draw a random token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The token the client commands send, set once by `main` (a CLI process
 /// speaks for one identity).
 static CLIENT_TOKEN: OnceLock<String> = OnceLock::new();
@@ -607,6 +614,29 @@ mod tests {
         );
         assert!(exposure_warning(public, true, false).unwrap().contains("without TLS"));
         assert_eq!(exposure_warning(public, true, true), None);
+    }
+
+    #[test]
+    fn a_reload_takes_a_good_file_and_keeps_the_old_tokens_on_a_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        std::fs::write(&path, file()).unwrap();
+        let auth = Auth::load(&path).unwrap();
+        let late = r#"{"tokens":[{"name":"late","token":"late-token-0123456789","role":"write"}]}"#;
+        std::fs::write(&path, late).unwrap();
+        auth.reload().unwrap();
+        assert_eq!(auth.tokens().find(b"late-token-0123456789"), Some(("late", Role::Write)));
+        assert_eq!(auth.tokens().find(b"read-token-0123456789"), None);
+        std::fs::write(&path, "{").unwrap();
+        assert!(auth.reload().unwrap_err().contains("auth.json"));
+        assert_eq!(auth.tokens().find(b"late-token-0123456789"), Some(("late", Role::Write)));
+    }
+
+    #[test]
+    fn random_tokens_are_long_and_differ() {
+        let (a, b) = (random_token().unwrap(), random_token().unwrap());
+        assert_eq!(a.len(), 32);
+        assert!(a.len() >= TOKEN_BYTES_MIN && a != b);
     }
 
     #[test]

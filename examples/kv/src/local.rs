@@ -68,7 +68,8 @@ struct LocalTokens {
 /// Writes `DIR/auth.json` with a fresh token per role (readable by the
 /// owner only).
 fn write_auth_file(dir: &Path) -> Result<(PathBuf, LocalTokens), String> {
-    let tokens = LocalTokens { read: random_secret(), write: random_secret(), admin: random_secret() };
+    let random = crate::auth::random_token;
+    let tokens = LocalTokens { read: random()?, write: random()?, admin: random()? };
     let json = serde_json::json!({ "tokens": [
         { "name": "local-read", "token": tokens.read, "role": "read" },
         { "name": "local-write", "token": tokens.write, "role": "write" },
