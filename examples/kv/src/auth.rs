@@ -496,6 +496,14 @@ mod tests {
     }
 
     #[test]
+    fn a_sha256_entry_matches_what_sha256sum_prints() {
+        // printf %s abc | sha256sum (upper case works too)
+        let hex = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
+        let text = format!(r#"{{"tokens":[{{"name":"abc","sha256":"{hex}","role":"read"}}]}}"#);
+        assert_eq!(Tokens::parse(&text).unwrap().find(b"abc"), Some(("abc", Role::Read)));
+    }
+
+    #[test]
     fn malformed_files_are_refused_with_the_reason() {
         let long = "t".repeat(TOKEN_BYTES_MIN);
         let cases: Vec<(String, &str)> = vec![
