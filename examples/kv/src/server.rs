@@ -110,12 +110,12 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     // Followers forward over the raft port, behind the cluster secret only:
     // without a secret the tokens could be bypassed there.
     let auth = match &args.auth_file {
-        Some(_) if secret.is_none() => {
-            return Err("--auth-file needs --cluster-secret (or --cluster-secret-file): without it, anyone \
+        Some(_) if secret.as_deref().is_none_or(str::is_empty) => return Err(
+            "--auth-file needs a non-empty --cluster-secret (or --cluster-secret-file): without one, anyone \
                         who reaches the raft port could send writes and membership changes through \
                         POST /raft/forward, around the client tokens"
-                .into())
-        }
+                .into(),
+        ),
         Some(path) => Some(crate::auth::Auth::load(path)?),
         None => None,
     };
@@ -125,6 +125,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     let raft_listener = bind(&args.listen_raft, "raft").await?;
     let client_listener = bind(&args.listen_client, "client").await?;
     if let Ok(address) = client_listener.local_addr() {
+        // tls_enabled: false until the client port has TLS (branch `tls`).
         crate::auth::warn_if_exposed(address, auth.is_some(), false);
     }
 

@@ -945,7 +945,7 @@ fn auth_startup_names_a_bad_file_needs_a_secret_and_warns_when_exposed() {
         serve_output(dir.path(), &["--listen-client", "127.0.0.1:0", "--auth-file", good.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("--auth-file needs --cluster-secret"), "{stderr}");
+    assert!(stderr.contains("--auth-file needs a non-empty --cluster-secret"), "{stderr}");
 
     // Beyond loopback without an auth file: a loud warning (the node then
     // stops by itself, its standard input being closed).
