@@ -207,6 +207,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(args.clients)
+        .default_headers(crate::auth::client_headers(None))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let value = Bytes::from(vec![b'x'; args.value_size]);

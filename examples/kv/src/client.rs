@@ -47,6 +47,7 @@ async fn finish(response: reqwest::Response, print_body: bool) -> Result<(), Str
 fn client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
+        .default_headers(crate::auth::client_headers(None))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
@@ -114,6 +115,9 @@ pub(crate) async fn cluster(endpoint: &str, action: Option<ClusterAction>) -> Re
         Some(ClusterAction::Remove { id }) => (id, None, false),
     };
     let response = client.get(&url).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    if !response.status().is_success() {
+        return finish(response, true).await; // the error (401, 503, ...) as is
+    }
     let body = response.bytes().await.map_err(|e| format!("reading the topology: {e}"))?;
     let mut topology: Value =
         serde_json::from_slice(&body).map_err(|e| format!("bad topology from {url}: {e}"))?;

@@ -57,7 +57,37 @@ fn random_secret() -> String {
     format!("{a:016x}{:016x}", hasher.finish())
 }
 
-fn spawn_nodes(args: &LocalArgs, dir: &Path) -> Result<Vec<Node>, String> {
+/// The tokens of `local --auth`, one per role.
+#[derive(Debug)]
+struct LocalTokens {
+    read: String,
+    write: String,
+    admin: String,
+}
+
+/// Writes `DIR/auth.json` with a fresh token per role (readable by the
+/// owner only).
+fn write_auth_file(dir: &Path) -> Result<(PathBuf, LocalTokens), String> {
+    let random = crate::auth::random_token;
+    let tokens = LocalTokens { read: random()?, write: random()?, admin: random()? };
+    let json = serde_json::json!({ "tokens": [
+        { "name": "local-read", "token": tokens.read, "role": "read" },
+        { "name": "local-write", "token": tokens.write, "role": "write" },
+        { "name": "local-admin", "token": tokens.admin, "role": "admin" },
+    ]});
+    let path = dir.join("auth.json");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{json:#}\n").as_bytes()));
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((path, tokens))
+}
+
+fn spawn_nodes(args: &LocalArgs, dir: &Path, auth_file: Option<&Path>) -> Result<Vec<Node>, String> {
     if args.nodes == 0 || args.nodes > 99 {
         return Err(format!("--nodes {} must be between 1 and 99", args.nodes));
     }
@@ -99,6 +129,8 @@ fn spawn_nodes(args: &LocalArgs, dir: &Path) -> Result<Vec<Node>, String> {
             .env("RAFT_KV_CLUSTER_SECRET", &secret)
             .env_remove("RAFT_KV_CLUSTER_SECRET_FILE")
             .env_remove("RAFT_KV_JOIN")
+            .env_remove("RAFT_KV_AUTH_FILE")
+            .args(auth_file.map(|path| ["--auth-file".as_ref(), path.as_os_str()]).into_iter().flatten())
             .stdin(Stdio::piped())
             .stdout(log_file)
             .stderr(log_err)
@@ -193,9 +225,14 @@ fn reap(nodes: &Mutex<Vec<Node>>, starting: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn supervise(nodes: Arc<Mutex<Vec<Node>>>, dir: PathBuf) -> Result<(), String> {
+async fn supervise(
+    nodes: Arc<Mutex<Vec<Node>>>,
+    dir: PathBuf,
+    tokens: Option<LocalTokens>,
+) -> Result<(), String> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
+        .default_headers(crate::auth::client_headers(tokens.as_ref().map(|t| t.read.as_str())))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let urls: Vec<(u64, String)> = {
@@ -219,7 +256,7 @@ async fn supervise(nodes: Arc<Mutex<Vec<Node>>>, dir: PathBuf) -> Result<(), Str
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    let mut leader = views.iter().flatten().find_map(|v| v.leader.map(|l| (l, v.term)));
+    let leader = views.iter().flatten().find_map(|v| v.leader.map(|l| (l, v.term)));
     {
         let nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
         println!("raft-kv local: {} nodes, data and logs (node-N.log) in {}", nodes.len(), dir.display());
@@ -240,27 +277,72 @@ async fn supervise(nodes: Arc<Mutex<Vec<Node>>>, dir: PathBuf) -> Result<(), Str
         let other = &nodes[nodes.len().min(2) - 1].client_url;
         let all: Vec<&str> = nodes.iter().map(|n| n.client_url.as_str()).collect();
         println!();
-        println!("Try (any node answers any request):");
-        println!("  curl -X PUT --data-binary 'world' {first}/v1/kv/hello");
-        println!("  curl -i {other}/v1/kv/hello                      # X-Raft-Index: the modify index");
-        println!("  curl -X PUT --data-binary 'again' '{other}/v1/kv/hello?cas=<index>'");
-        println!("  curl -X DELETE {first}/v1/kv/hello");
-        println!("  curl {first}/v1/status");
-        println!("  curl {first}/metrics");
-        println!("  raft-kv cluster --endpoint {first} transfer-leader 2");
-        println!("  raft-kv bench --endpoints {} --clients 16 --duration 5s", all.join(","));
-        println!();
+        if let Some(tokens) = &tokens {
+            print_auth_help(&dir, tokens, first, other, &all);
+        } else {
+            print_help(first, other, &all);
+        }
         if let Some((id, term)) = leader {
             println!("leader: node {id} (term {term}); watching for leader changes, Ctrl-C to stop");
         }
     }
+    watch(&nodes, &urls, &client, leader).await
+}
 
+fn print_help(first: &str, other: &str, all: &[&str]) {
+    println!("Try (any node answers any request):");
+    println!("  curl -X PUT --data-binary 'world' {first}/v1/kv/hello");
+    println!("  curl -i {other}/v1/kv/hello                      # X-Raft-Index: the modify index");
+    println!("  curl -X PUT --data-binary 'again' '{other}/v1/kv/hello?cas=<index>'");
+    println!("  curl -X DELETE {first}/v1/kv/hello");
+    println!("  curl {first}/v1/status");
+    println!("  curl {first}/metrics");
+    println!("  raft-kv cluster --endpoint {first} transfer-leader 2");
+    println!("  raft-kv bench --endpoints {} --clients 16 --duration 5s", all.join(","));
+    println!();
+}
+
+/// The `local --auth` variant of the help: the tokens, and the examples
+/// with the token each one needs.
+fn print_auth_help(dir: &Path, tokens: &LocalTokens, first: &str, other: &str, all: &[&str]) {
+    let header = |token: &str| format!("-H \"Authorization: Bearer {token}\"");
+    let (read, write, admin) = (header(&tokens.read), header(&tokens.write), header(&tokens.admin));
+    println!("Client authentication is on ({}):", dir.join("auth.json").display());
+    println!("  read token:  {}", tokens.read);
+    println!("  write token: {}", tokens.write);
+    println!("  admin token: {}", tokens.admin);
+    println!();
+    println!("Try (any node answers any request; no token: 401, too small a role: 403):");
+    println!("  curl -X PUT {write} --data-binary 'world' {first}/v1/kv/hello");
+    println!("  curl -i {read} {other}/v1/kv/hello");
+    println!("  curl -i -X PUT {read} --data-binary 'no' {first}/v1/kv/hello   # 403 forbidden");
+    println!("  curl -i {first}/v1/kv/hello                             # 401 unauthorized");
+    println!("  curl {read} {first}/v1/status");
+    println!("  curl {read} {first}/metrics");
+    println!("  curl {read} {first}/v1/cluster");
+    println!("  curl -X POST {admin} --data '{{\"to\":2}}' {first}/v1/cluster/transfer-leader");
+    println!("  raft-kv cluster --endpoint {first} --token {} transfer-leader 1", tokens.admin);
+    println!(
+        "  raft-kv bench --endpoints {} --token {} --clients 16 --duration 5s",
+        all.join(","),
+        tokens.write
+    );
+    println!();
+}
+
+/// Reports leader changes until a child exits unexpectedly.
+async fn watch(
+    nodes: &Mutex<Vec<Node>>,
+    urls: &[(u64, String)],
+    client: &reqwest::Client,
+    mut leader: Option<(u64, u64)>,
+) -> Result<(), String> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        reap(&nodes, false)?;
+        reap(nodes, false)?;
         let mut seen = None;
-        for (_, url) in &urls {
-            if let Some(view) = view(&client, url).await {
+        for (_, url) in urls {
+            if let Some(view) = view(client, url).await {
                 if view.role == "leader" {
                     seen = Some((view.leader.unwrap_or_default(), view.term));
                     break;
@@ -310,9 +392,13 @@ pub(crate) async fn run(args: LocalArgs) -> Result<(), String> {
             (Some(temp), path)
         }
     };
-    let nodes = Arc::new(Mutex::new(spawn_nodes(&args, &dir)?));
+    let (auth_file, tokens) = match args.auth {
+        true => write_auth_file(&dir).map(|(path, tokens)| (Some(path), Some(tokens)))?,
+        false => (None, None),
+    };
+    let nodes = Arc::new(Mutex::new(spawn_nodes(&args, &dir, auth_file.as_deref())?));
     let result = tokio::select! {
-        result = supervise(nodes.clone(), dir.clone()) => result,
+        result = supervise(nodes.clone(), dir.clone(), tokens) => result,
         signal = signal() => {
             println!("\n{signal}: stopping the nodes");
             Ok(())

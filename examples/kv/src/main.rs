@@ -3,12 +3,13 @@
 //! ```text
 //! raft-kv serve --id 1 --data-dir DIR --listen-raft 127.0.0.1:7001 --listen-client 127.0.0.1:8001 \
 //!               --initial-cluster 1=http://127.0.0.1:7001,2=http://127.0.0.1:7002,3=http://127.0.0.1:7003
-//! raft-kv local [--nodes 3] [--data-dir DIR] [--base-port 7000]
+//! raft-kv local [--nodes 3] [--data-dir DIR] [--base-port 7000] [--auth]
 //! raft-kv bench --endpoints URL,... --clients 64 --duration 10s [--workload write|read|mixed|cas]
 //! raft-kv get|put|delete|status|cluster ...
 //! ```
 #![forbid(unsafe_code)]
 
+mod auth;
 mod bench;
 mod client;
 mod local;
@@ -81,6 +82,21 @@ enum Cmd {
     },
 }
 
+impl Cmd {
+    /// The token flags of a client command.
+    fn token(&self) -> Option<&TokenArg> {
+        match self {
+            Cmd::Get { endpoint, .. }
+            | Cmd::Put { endpoint, .. }
+            | Cmd::Delete { endpoint, .. }
+            | Cmd::Status { endpoint }
+            | Cmd::Cluster { endpoint, .. } => Some(&endpoint.token),
+            Cmd::Bench(args) => Some(&args.token),
+            Cmd::Serve(_) | Cmd::Local(_) => None,
+        }
+    }
+}
+
 /// A change to the cluster, applied as a complete topology.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterAction {
@@ -106,6 +122,25 @@ struct EndpointArg {
     /// A node's client URL.
     #[arg(long, short, env = "RAFT_KV_ENDPOINT", default_value = "http://127.0.0.1:8001")]
     endpoint: String,
+    #[command(flatten)]
+    token: TokenArg,
+}
+
+/// The bearer token sent to a server started with `--auth-file`.
+#[derive(Debug, Args)]
+pub(crate) struct TokenArg {
+    /// Bearer token (Authorization: Bearer TOKEN); wins over --token-file.
+    #[arg(long, env = "RAFT_KV_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace ignored).
+    #[arg(long, env = "RAFT_KV_TOKEN_FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+impl TokenArg {
+    fn resolve(&self) -> Result<Option<String>, String> {
+        auth::resolve_token(self.token.as_deref(), self.token_file.as_deref())
+    }
 }
 
 /// Log output format.
@@ -153,6 +188,10 @@ pub(crate) struct ServeArgs {
     /// A file holding the cluster secret (surrounding whitespace ignored).
     #[arg(long, env = "RAFT_KV_CLUSTER_SECRET_FILE")]
     pub(crate) cluster_secret_file: Option<PathBuf>,
+    /// Client bearer tokens and their roles (JSON; see the README). Re-read on SIGHUP.
+    /// Needs a cluster secret. Without an auth file the client API is open to anyone who reaches it.
+    #[arg(long, env = "RAFT_KV_AUTH_FILE")]
+    pub(crate) auth_file: Option<PathBuf>,
     /// Largest value accepted, in bytes (at most 1 MiB minus 4 KiB: a command must fit one Raft message).
     #[arg(long, env = "RAFT_KV_MAX_VALUE_BYTES", default_value_t = 512 * 1024)]
     pub(crate) max_value_bytes: usize,
@@ -202,6 +241,10 @@ pub(crate) struct LocalArgs {
     /// Log filter passed to every node (logs go to DIR/node-N.log).
     #[arg(long, default_value = "info")]
     pub(crate) log_level: String,
+    /// Turn on client authentication: write DIR/auth.json with one token per
+    /// role, start the nodes with it, and print the tokens.
+    #[arg(long)]
+    pub(crate) auth: bool,
 }
 
 /// What the bench does.
@@ -243,6 +286,8 @@ pub(crate) struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) token: TokenArg,
 }
 
 /// "10s", "250ms", "2m", "1h", or a plain number of seconds.
@@ -274,6 +319,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        if let Some(token) = cli.command.token() {
+            auth::set_client_token(token.resolve()?);
+        }
         match cli.command {
             Cmd::Serve(args) => server::serve(*args).await,
             Cmd::Local(args) => local::run(args).await,

@@ -107,11 +107,27 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         ),
         (None, None) => None,
     };
+    // Followers forward over the raft port, behind the cluster secret only:
+    // without a secret the tokens could be bypassed there.
+    let auth = match &args.auth_file {
+        Some(_) if secret.as_deref().is_none_or(str::is_empty) => return Err(
+            "--auth-file needs a non-empty --cluster-secret (or --cluster-secret-file): without one, anyone \
+                        who reaches the raft port could send writes and membership changes through \
+                        POST /raft/forward, around the client tokens"
+                .into(),
+        ),
+        Some(path) => Some(crate::auth::Auth::load(path)?),
+        None => None,
+    };
     if secret.is_none() {
         tracing::warn!("no --cluster-secret: any process that can reach the raft port can join the protocol");
     }
     let raft_listener = bind(&args.listen_raft, "raft").await?;
     let client_listener = bind(&args.listen_client, "client").await?;
+    if let Ok(address) = client_listener.local_addr() {
+        // tls_enabled: false until the client port has TLS (branch `tls`).
+        crate::auth::warn_if_exposed(address, auth.is_some(), false);
+    }
 
     let mut http = HttpOptions::new(args.cluster_id.clone());
     if let Some(secret) = secret {
@@ -150,7 +166,11 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         #[cfg(feature = "jepsen-broken")]
         broken: args.jepsen_broken,
     });
-    let client_router = client_router(state);
+    let mut client_router = client_router(state);
+    if let Some(auth) = auth {
+        auth.reload_on_sighup();
+        client_router = client_router.layer(axum::middleware::from_fn_with_state(auth, crate::auth::check));
+    }
     let raft_server = tokio::spawn(serve_until(raft_listener, raft_router, stop_rx.clone()));
     let client_server = tokio::spawn(serve_until(client_listener, client_router, stop_rx));
     tracing::info!(
@@ -174,7 +194,8 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
 }
 
 async fn serve_until(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    let result = axum::serve(listener, router)
+    // The peer address reaches handlers as ConnectInfo (the auth log names it).
+    let result = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|&s| s).await;
         })
@@ -260,7 +281,7 @@ fn client_router(state: Arc<AppState>) -> Router {
 }
 
 /// The JSON error body of the API: `{"error": code, "message": text}`.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     error_with(status, code, message, json!({}))
 }
 

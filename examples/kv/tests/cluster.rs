@@ -75,6 +75,8 @@ struct Cluster {
     initial_cluster: String,
     nodes: Vec<Node>,
     http: reqwest::Client,
+    /// Bearer token for the helpers' own status polls (nodes with --auth-file).
+    status_token: Option<String>,
 }
 
 impl Drop for Cluster {
@@ -91,6 +93,11 @@ impl Cluster {
     }
 
     async fn start_with(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_authed(n, extra, None).await
+    }
+
+    /// With `status_token`, the helpers poll /v1/status with that token.
+    async fn start_authed(n: u64, extra: &[&str], status_token: Option<&str>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
@@ -109,7 +116,8 @@ impl Cluster {
             node.spawn(&initial_cluster, dir.path());
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let cluster = Cluster { dir, initial_cluster, nodes, http };
+        let status_token = status_token.map(str::to_owned);
+        let cluster = Cluster { dir, initial_cluster, nodes, http, status_token };
         cluster.leader().await;
         cluster
     }
@@ -119,12 +127,12 @@ impl Cluster {
     }
 
     async fn status(&self, node: &Node) -> Option<Value> {
-        let response = self
-            .http
-            .get(format!("{}/v1/status", node.url()))
-            .timeout(Duration::from_millis(500))
-            .send()
-            .await;
+        let mut request =
+            self.http.get(format!("{}/v1/status", node.url())).timeout(Duration::from_millis(500));
+        if let Some(token) = &self.status_token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await;
         serde_json::from_slice(&response.ok()?.bytes().await.ok()?).ok()
     }
 
@@ -620,4 +628,398 @@ async fn a_lone_survivor_answers_no_leader_with_retry_after() {
         .send(cluster.http.get(format!("{}/v1/kv/before?consistency=stale", cluster.nodes[survivor].url())))
         .await;
     assert_eq!((status, body.as_slice()), (200, b"v".as_slice()));
+}
+
+// Client authentication (--auth-file): tokens with roles read < write < admin.
+
+const READ_TOKEN: &str = "reader-token-0123456789";
+const WRITE_TOKEN: &str = "writer-token-0123456789";
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+const LATE_TOKEN: &str = "late-token-0123456789";
+
+/// Writes an auth file with a token per role, plus `more` entries.
+fn write_auth_file(path: &Path, more: &[serde_json::Value]) {
+    let mut tokens = vec![
+        serde_json::json!({ "name": "reader", "token": READ_TOKEN, "role": "read" }),
+        serde_json::json!({ "name": "writer", "token": WRITE_TOKEN, "role": "write" }),
+        serde_json::json!({ "name": "ops", "token": ADMIN_TOKEN, "role": "admin" }),
+    ];
+    tokens.extend(more.iter().cloned());
+    std::fs::write(path, serde_json::json!({ "tokens": tokens }).to_string()).unwrap();
+}
+
+/// A cluster whose nodes check tokens from `file`.
+async fn authed_cluster(n: u64, file: &Path) -> Cluster {
+    let file = file.to_str().unwrap();
+    Cluster::start_authed(n, &["--auth-file", file], Some(READ_TOKEN)).await
+}
+
+/// The status and the API error code of a response.
+async fn refusal(request: reqwest::RequestBuilder) -> (u16, Option<String>, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+    (status, challenge, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_refuses_missing_tokens_and_small_roles_on_every_node_while_a_writer_commits() {
+    let auth_dir = tempfile::tempdir().unwrap();
+    let file = auth_dir.path().join("auth.json");
+    write_auth_file(&file, &[]);
+    let cluster = authed_cluster(3, &file).await;
+    let http = cluster.http.clone();
+    let urls: Vec<String> = cluster.nodes.iter().map(Node::url).collect();
+
+    // An authorized writer keeps writing through every node meanwhile; it is
+    // never refused, and its writes keep committing.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (http, urls, stop) = (http.clone(), urls.clone(), stop.clone());
+        async move {
+            let mut acked = Vec::new();
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("w{i}");
+                let url = format!("{}/v1/kv/{key}", urls[i % urls.len()]);
+                let response = http.put(url).bearer_auth(WRITE_TOKEN).body(format!("v{i}")).send().await;
+                if let Ok(response) = response {
+                    let status = response.status().as_u16();
+                    assert!(status != 401 && status != 403, "the writer was refused: {status}");
+                    if status == 200 {
+                        acked.push(key);
+                    }
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acked
+        }
+    });
+
+    let topology = {
+        let (_, _, body) =
+            cluster.send(http.get(format!("{}/v1/cluster", urls[0])).bearer_auth(READ_TOKEN)).await;
+        let mut topology = json(&body);
+        topology.as_object_mut().unwrap().retain(|k, _| k == "voters" || k == "learners");
+        topology.to_string()
+    };
+    let leader = cluster.leader().await;
+    // Every node refuses alike: the leader, and the followers that would
+    // forward to it.
+    for (node, url) in urls.iter().enumerate() {
+        let at = |path: &str| format!("{url}{path}");
+        let transfer = r#"{"to":1}"#;
+        for (request, expected, what) in [
+            (http.get(at("/v1/kv/secret")), 401, "GET without a token"),
+            (http.put(at("/v1/kv/secret")).body("x"), 401, "PUT without a token"),
+            (http.get(at("/v1/kv/secret")).bearer_auth("not-a-token-0123456789"), 401, "an unknown token"),
+            (
+                http.get(at("/v1/kv/secret")).header("authorization", format!("Basic {READ_TOKEN}")),
+                401,
+                "not Bearer",
+            ),
+            (http.get(at("/v1/status")), 401, "status without a token"),
+            (http.get(at("/metrics")), 401, "metrics without a token"),
+            (http.put(at("/v1/kv/secret")).bearer_auth(READ_TOKEN).body("x"), 403, "a reader's PUT"),
+            (http.delete(at("/v1/kv/w0")).bearer_auth(READ_TOKEN), 403, "a reader's DELETE"),
+            (
+                http.put(at("/v1/cluster")).bearer_auth(READ_TOKEN).body(topology.clone()),
+                403,
+                "a reader's PUT /v1/cluster",
+            ),
+            (
+                http.put(at("/v1/cluster")).bearer_auth(WRITE_TOKEN).body(topology.clone()),
+                403,
+                "a writer's PUT /v1/cluster",
+            ),
+            (
+                http.post(at("/v1/cluster/transfer-leader")).bearer_auth(WRITE_TOKEN).body(transfer),
+                403,
+                "a writer's transfer",
+            ),
+        ] {
+            let (status, challenge, body) = refusal(request).await;
+            let role = if node == leader { "leader" } else { "follower" };
+            assert_eq!(status, expected, "{what} on node {} ({role}): {body}", node + 1);
+            let code = if expected == 401 { "unauthorized" } else { "forbidden" };
+            assert_eq!(body["error"], code, "{what}: {body}");
+            assert!(body["message"].is_string(), "{what}: {body}");
+            if expected == 401 {
+                assert!(
+                    challenge.is_some_and(|c| c.starts_with("Bearer")),
+                    "{what}: no WWW-Authenticate: Bearer"
+                );
+            }
+        }
+        // Open probes, and what a reader may do.
+        assert_eq!(cluster.send(http.get(at("/healthz"))).await.0, 200);
+        assert_ne!(cluster.send(http.get(at("/readyz"))).await.0, 401);
+        for path in ["/v1/status", "/v1/cluster", "/metrics"] {
+            assert_eq!(cluster.send(http.get(at(path)).bearer_auth(READ_TOKEN)).await.0, 200, "{path}");
+        }
+        // The refused writes never applied.
+        let (status, _, _) = cluster.send(http.get(at("/v1/kv/secret")).bearer_auth(READ_TOKEN)).await;
+        assert_eq!(status, 404, "a refused write applied on node {}", node + 1);
+    }
+    let (status, _, _) =
+        cluster.send(http.get(format!("{}/v1/kv/w0", urls[0])).bearer_auth(READ_TOKEN)).await;
+    assert_eq!(status, 200, "the reader's DELETE applied");
+
+    // The raft port's forward path takes the cluster secret, not a client
+    // token: an admin token there is refused.
+    let raft = format!("http://127.0.0.1:{}/raft/forward", cluster.nodes[leader].raft_port);
+    let forwarded =
+        http.post(raft).header("x-raft-cluster", "raft-kv").bearer_auth(ADMIN_TOKEN).body(vec![0u8; 8]);
+    assert_eq!(forwarded.send().await.unwrap().status().as_u16(), 401);
+
+    // An admin may change the membership (here: PUT back the same topology)
+    // and move the leader, asked on followers.
+    let follower = (leader + 1) % 3;
+    let (status, _, body) = cluster
+        .send(http.put(format!("{}/v1/cluster", urls[follower])).bearer_auth(ADMIN_TOKEN).body(topology))
+        .await;
+    assert_eq!(status, 200, "admin PUT /v1/cluster: {}", String::from_utf8_lossy(&body));
+    let target = cluster.nodes[(leader + 2) % 3].id;
+    let (status, _, body) = cluster
+        .send(
+            http.post(format!("{}/v1/cluster/transfer-leader", urls[follower]))
+                .bearer_auth(ADMIN_TOKEN)
+                .body(format!(r#"{{"to":{target}}}"#)),
+        )
+        .await;
+    assert_eq!(status, 200, "admin transfer-leader: {}", String::from_utf8_lossy(&body));
+    assert_eq!(cluster.nodes[cluster.leader().await].id, target);
+
+    // The CLI and the bench send --token / --token-file / RAFT_KV_TOKEN.
+    let token_file = auth_dir.path().join("writer.token");
+    std::fs::write(&token_file, format!("{WRITE_TOKEN}\n")).unwrap();
+    let endpoint = urls[follower].clone();
+    let endpoints = urls.join(",");
+    let (refused, put, from_file, from_env, bench) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str], env: Option<&str>| {
+            let mut command = Command::new(BIN);
+            command.args(args).env_remove("RAFT_KV_TOKEN").env_remove("RAFT_KV_TOKEN_FILE");
+            if let Some(token) = env {
+                command.env("RAFT_KV_TOKEN", token);
+            }
+            command.output().unwrap()
+        };
+        let token_file = token_file.to_str().unwrap();
+        (
+            run(&["put", "--endpoint", &endpoint, "cli", "no"], None),
+            run(&["put", "--endpoint", &endpoint, "--token", WRITE_TOKEN, "cli", "one"], None),
+            run(&["put", "--endpoint", &endpoint, "--token-file", token_file, "cli", "two"], None),
+            run(&["get", "--endpoint", &endpoint, "cli"], Some(READ_TOKEN)),
+            run(
+                &[
+                    "bench",
+                    "--endpoints",
+                    &endpoints,
+                    "--token",
+                    WRITE_TOKEN,
+                    "--clients",
+                    "2",
+                    "--duration",
+                    "1s",
+                    "--json",
+                ],
+                None,
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    for output in [&put, &from_file, &from_env, &bench] {
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert_eq!(String::from_utf8_lossy(&from_env.stdout).trim(), "two");
+    let report = json(&bench.stdout);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["errors"].as_object().is_none_or(|e| !e.contains_key("unauthorized")), "{report}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() >= 20, "only {} writes committed meanwhile", acked.len());
+    for key in acked.iter().step_by(5) {
+        let (status, _, _) =
+            cluster.send(http.get(format!("{}/v1/kv/{key}", urls[2])).bearer_auth(READ_TOKEN)).await;
+        assert_eq!(status, 200, "acknowledged {key} is missing");
+    }
+
+    // Each refusal is logged with the remote address, the path and the
+    // token's name, never the token.
+    for node in &cluster.nodes {
+        let log = std::fs::read_to_string(cluster.dir.path().join(format!("node-{}.log", node.id))).unwrap();
+        assert!(log.contains("refused: unauthenticated") && log.contains("refused: role too small"));
+        assert!(
+            log.contains("reader")
+                && log.contains("/v1/cluster/transfer-leader")
+                && log.contains("127.0.0.1:")
+        );
+        for token in [READ_TOKEN, WRITE_TOKEN, ADMIN_TOKEN] {
+            assert!(!log.contains(token), "node {} logged a token", node.id);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_sighup_adds_a_token_without_restart_and_a_bad_file_keeps_the_old_tokens() {
+    let auth_dir = tempfile::tempdir().unwrap();
+    let file = auth_dir.path().join("auth.json");
+    write_auth_file(&file, &[]);
+    let cluster = authed_cluster(1, &file).await;
+    let url = format!("{}/v1/kv/late", cluster.nodes[0].url());
+    let late_put = || cluster.http.put(&url).bearer_auth(LATE_TOKEN).body("v");
+    assert_eq!(refusal(late_put()).await.0, 401);
+
+    let hangup = || {
+        let pid = cluster.nodes[0].child.as_ref().unwrap().id();
+        assert!(Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    };
+    write_auth_file(&file, &[serde_json::json!({ "name": "late", "token": LATE_TOKEN, "role": "write" })]);
+    hangup();
+    let start = Instant::now();
+    while refusal(late_put()).await.0 != 200 {
+        assert!(start.elapsed() < DEADLINE, "the reloaded token never worked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A broken file is refused (and logged); the tokens in force stay.
+    std::fs::write(&file, "{\"tokens\": [").unwrap();
+    hangup();
+    let log_path = cluster.dir.path().join("node-1.log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log_path).unwrap().contains("auth file reload failed") {
+        assert!(start.elapsed() < DEADLINE, "no reload failure logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refusal(late_put()).await.0, 200);
+    assert_eq!(refusal(cluster.http.get(&url).bearer_auth(READ_TOKEN)).await.0, 200);
+    assert_eq!(refusal(cluster.http.get(&url)).await.0, 401);
+    assert!(
+        cluster.nodes[0].child.is_some() && cluster.status(&cluster.nodes[0]).await.is_some(),
+        "the node stopped"
+    );
+}
+
+/// `serve` with arguments that fail (or stop) before it serves anything.
+fn serve_output(dir: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("serve")
+        .args(["--id", "1", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-raft", "127.0.0.1:0", "--initial-cluster", "1=http://127.0.0.1:1"])
+        .args(["--exit-with-parent"])
+        .args(extra)
+        .env_remove("RAFT_KV_AUTH_FILE")
+        .env_remove("RAFT_KV_CLUSTER_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn auth_startup_names_a_bad_file_needs_a_secret_and_warns_when_exposed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad-auth.json");
+    std::fs::write(&bad, r#"{"tokens":[{"name":"a","token":"short","role":"read"}]}"#).unwrap();
+    let output = serve_output(
+        dir.path(),
+        &["--listen-client", "127.0.0.1:0", "--cluster-secret", "s", "--auth-file", bad.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("bad-auth.json") && stderr.contains("shorter than 16"), "{stderr}");
+
+    let good = dir.path().join("auth.json");
+    write_auth_file(&good, &[]);
+    let output =
+        serve_output(dir.path(), &["--listen-client", "127.0.0.1:0", "--auth-file", good.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--auth-file needs a non-empty --cluster-secret"), "{stderr}");
+
+    // Beyond loopback without an auth file: a loud warning (the node then
+    // stops by itself, its standard input being closed).
+    let output = serve_output(dir.path(), &["--listen-client", "0.0.0.0:0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("WARNING") && stderr.contains("no --auth-file"), "{stderr}");
+    let output = serve_output(dir.path(), &["--listen-client", "127.0.0.1:0"]);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("WARNING"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_auth_prints_working_tokens_per_role_and_closes_the_api() {
+    let mut local = Command::new(BIN)
+        .args(["local", "--nodes", "3", "--base-port", "0", "--auth"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = local.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut urls, mut tokens, mut curl_headers) = (Vec::new(), Vec::new(), 0);
+    let start = Instant::now();
+    loop {
+        let line =
+            lines_rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())).expect("local printed no leader");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() == 5 && fields[0].parse::<u64>().is_ok() {
+            urls.push(fields[2].to_owned());
+        }
+        if let ["read" | "write" | "admin", "token:", token] = fields[..] {
+            tokens.push((fields[0].to_owned(), token.to_owned()));
+        }
+        curl_headers += usize::from(line.contains("curl") && line.contains("-H \"Authorization: Bearer "));
+        if line.starts_with("leader: node") {
+            break;
+        }
+    }
+    assert_eq!(urls.len(), 3);
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    assert!(curl_headers >= 3, "the curl examples lack the Authorization header");
+    let token = |role: &str| tokens.iter().find(|(r, _)| r == role).unwrap().1.clone();
+
+    let http = reqwest::Client::new();
+    let put = |token: Option<String>| {
+        let request = http.put(format!("{}/v1/kv/hello", urls[1])).body("world");
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    };
+    assert_eq!(put(None).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(put(Some(token("read"))).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(put(Some(token("write"))).send().await.unwrap().status().as_u16(), 200);
+    let get = http.get(format!("{}/v1/kv/hello", urls[2])).bearer_auth(token("read")).send().await.unwrap();
+    assert_eq!(get.bytes().await.unwrap(), "world");
+    let transfer = http
+        .post(format!("{}/v1/cluster/transfer-leader", urls[0]))
+        .bearer_auth(token("write"))
+        .body(r#"{"to":1}"#);
+    assert_eq!(transfer.send().await.unwrap().status().as_u16(), 403);
+
+    assert!(Command::new("kill").args(["-INT", &local.id().to_string()]).status().unwrap().success());
+    let start = Instant::now();
+    while local.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < DEADLINE, "local did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
