@@ -756,7 +756,9 @@ impl Node {
     /// Dissertation 9.6: ask whether a majority would vote for us at the next
     /// term, without changing any term; campaign only if so.
     fn pre_campaign(&mut self) {
-        if !self.membership.is_voter(self.config.id) {
+        // A hostile or buggy peer can push our term to u64::MAX; there is no
+        // next term to campaign in, so stay a follower (checked, not wrapped).
+        if !self.membership.is_voter(self.config.id) || self.term == Term::MAX {
             self.reset_election_timer();
             return;
         }
@@ -797,7 +799,7 @@ impl Node {
             self.become_follower(term, None);
             return;
         }
-        if !self.pre_candidate || !self.membership.is_voter(from) || (granted && term != self.term + 1) {
+        if !self.pre_candidate || !self.membership.is_voter(from) || (granted && Some(term) != self.term.checked_add(1)) {
             return;
         }
         if granted {
@@ -820,8 +822,9 @@ impl Node {
     /// Campaigns; `transfer` marks a campaign the leader asked for, which
     /// voters let through their disruption guard.
     fn campaign_with(&mut self, transfer: bool) {
-        if !self.membership.is_voter(self.config.id) {
-            // Learners and nodes outside the configuration never campaign.
+        if !self.membership.is_voter(self.config.id) || self.term == Term::MAX {
+            // Learners and nodes outside the configuration never campaign;
+            // nor does a node whose term is the last one (see pre_campaign).
             self.reset_election_timer();
             return;
         }
