@@ -799,7 +799,10 @@ impl Node {
             self.become_follower(term, None);
             return;
         }
-        if !self.pre_candidate || !self.membership.is_voter(from) || (granted && Some(term) != self.term.checked_add(1)) {
+        if !self.pre_candidate
+            || !self.membership.is_voter(from)
+            || (granted && Some(term) != self.term.checked_add(1))
+        {
             return;
         }
         if granted {
