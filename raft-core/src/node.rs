@@ -803,7 +803,10 @@ impl Node {
             self.become_follower(term, None);
             return;
         }
-        if !self.pre_candidate || !self.membership.is_voter(from) || (granted && term != self.term + 1) {
+        if !self.pre_candidate
+            || !self.membership.is_voter(from)
+            || (granted && Some(term) != self.term.checked_add(1))
+        {
             return;
         }
         if granted {

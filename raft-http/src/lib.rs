@@ -153,6 +153,9 @@
 
 mod error;
 mod forward;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod metrics;
 mod peer;

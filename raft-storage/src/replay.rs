@@ -51,25 +51,22 @@ impl Replay {
         match record {
             Record::Append(entries) => {
                 let max = entries.last().map(|e| e.index);
-                let mut expected = None;
+                let mut previous: Option<Index> = None;
                 for e in entries {
-                    if let Some(expected) = expected {
-                        if e.index != expected {
-                            return Err(format!(
-                                "entry {} follows entry {} in one record",
-                                e.index,
-                                expected - 1
-                            ));
+                    // Checked: a damaged or hostile record may carry index u64::MAX.
+                    if let Some(previous) = previous {
+                        if previous.checked_add(1) != Some(e.index) {
+                            return Err(format!("entry {} follows entry {previous} in one record", e.index));
                         }
                     }
-                    expected = Some(e.index + 1);
+                    previous = Some(e.index);
                     if e.index <= self.base {
                         if e.index == self.base {
                             self.term_at_base = Some(e.term);
                         }
                         continue;
                     }
-                    if e.index != self.last() + 1 {
+                    if self.last().checked_add(1) != Some(e.index) {
                         return Err(format!("entry {} does not follow last index {}", e.index, self.last()));
                     }
                     self.entries.push(e);
@@ -130,5 +127,28 @@ impl Replay {
             self.entries.clear();
         }
         (self.hard_state, self.entries, discard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_core::Payload;
+
+    fn noop(index: Index) -> Entry {
+        Entry { term: 1, index, payload: Payload::Noop }
+    }
+
+    // Found by fuzz target wal_records: `attempt to add with overflow` on an
+    // append record holding entry u64::MAX followed by another entry.
+    #[test]
+    fn entry_index_max_is_an_error_not_an_overflow() {
+        let mut replay = Replay::new(Index::MAX, 1);
+        let err = replay.apply(Record::Append(vec![noop(Index::MAX), noop(0)])).unwrap_err();
+        assert!(err.contains("follows entry"), "{err}");
+        let mut replay = Replay::new(Index::MAX - 1, 1);
+        assert_eq!(replay.apply(Record::Append(vec![noop(Index::MAX)])), Ok(Some(Index::MAX)));
+        let err = replay.apply(Record::Append(vec![noop(Index::MAX)])).unwrap_err();
+        assert!(err.contains("does not follow"), "{err}");
     }
 }

@@ -14,9 +14,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use raft_core::{Config, ConfigChangeError, Membership, ReadPolicy, Role, Topology, TransferError};
+use raft_core::{Config, ConfigChangeError, Membership, Role, Topology, TransferError};
 use raft_http::{Error, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, Transport};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -414,25 +413,9 @@ fn write_params(
     headers: &HeaderMap,
 ) -> Result<(Option<u64>, Option<String>), Refused> {
     check_key(key)?;
-    if let Some(name) = query.keys().find(|name| *name != "cas") {
-        return Err(Refused::bad_request(format!("unknown parameter {name:?} for a write")));
-    }
-    let cas = match query.get("cas") {
-        None => None,
-        Some(text) => Some(
-            text.parse()
-                .map_err(|_| Refused::bad_request(format!("cas must be a modify index, not {text:?}")))?,
-        ),
-    };
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => match value.to_str() {
-            Ok(key) if !key.is_empty() && key.len() <= 256 => Some(key.to_owned()),
-            _ => {
-                return Err(Refused::bad_request("Idempotency-Key must be 1 to 256 visible ASCII characters"))
-            }
-        },
-    };
+    let cas = raft_kv::parse_cas(query).map_err(Refused::bad_request)?;
+    let idempotency_key =
+        raft_kv::parse_idempotency_key(headers.get("idempotency-key")).map_err(Refused::bad_request)?;
     Ok((cas, idempotency_key))
 }
 
@@ -448,21 +431,10 @@ async fn kv_get(
     if let Err(refused) = check_key(&key) {
         return refused.response();
     }
-    let policy = match query.get("consistency").map(String::as_str) {
-        None | Some("linearizable") => Some(ReadPolicy::Linearizable),
-        Some("lease") => Some(ReadPolicy::Lease),
-        Some("stale") => None,
-        Some(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("consistency must be linearizable, lease or stale, not {other:?}"),
-            )
-        }
+    let policy = match raft_kv::parse_consistency(&query) {
+        Ok(policy) => policy,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
-    if let Some(name) = query.keys().find(|k| *k != "consistency") {
-        return error(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {name:?}"));
-    }
     #[cfg(feature = "jepsen-broken")]
     let policy = if state.broken == Some(crate::Broken::StaleReads) { None } else { policy };
     if let Some(policy) = policy {
@@ -624,37 +596,8 @@ async fn cluster_get(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct MemberJson {
-    id: u64,
-    address: String,
-}
-
-/// The body of `PUT /v1/cluster`: the shape `GET /v1/cluster` returns
-/// (its other fields are ignored, so a GET can be edited and PUT back).
-#[derive(Debug, Deserialize)]
-struct TopologyJson {
-    voters: Vec<MemberJson>,
-    #[serde(default)]
-    learners: Vec<MemberJson>,
-}
-
 fn parse_topology(body: &[u8]) -> Result<Topology, Refused> {
-    let json: TopologyJson = serde_json::from_slice(body).map_err(|e| {
-        Refused::bad_request(format!(
-            "expected {{\"voters\":[{{\"id\":1,\"address\":\"http://host:port\"}},...],\"learners\":[...]}}: {e}"
-        ))
-    })?;
-    let mut topology = Topology::default();
-    for (members, into) in [(json.voters, &mut topology.voters), (json.learners, &mut topology.learners)] {
-        for member in members {
-            if into.insert(member.id, member.address).is_some() {
-                return Err(Refused::bad_request(format!("node {} is listed twice", member.id)));
-            }
-        }
-    }
-    topology.validate().map_err(|e| Refused::bad_request(e.to_string()))?;
-    Ok(topology)
+    raft_kv::parse_topology(body).map_err(Refused::bad_request)
 }
 
 async fn cluster_put(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -673,17 +616,10 @@ async fn cluster_put(State(state): State<Arc<AppState>>, body: Bytes) -> Respons
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct TransferJson {
-    to: u64,
-}
-
 async fn transfer_leader(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let to = match serde_json::from_slice::<TransferJson>(&body) {
-        Ok(request) => request.to,
-        Err(e) => {
-            return error(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"to\": id}}: {e}"))
-        }
+    let to = match raft_kv::parse_transfer(&body) {
+        Ok(to) => to,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", message),
     };
     match state.handle.transfer_leadership(to).await {
         Ok(()) => json_ok(json!({ "leader": to })),
