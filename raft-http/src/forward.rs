@@ -136,17 +136,31 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<Reply, Error> {
 }
 
 /// `<address><path>`, or `http://<address><path>` for a bare `host:port`.
-pub(crate) fn url(address: &str, path: &str) -> String {
-    if address.starts_with("http://") || address.starts_with("https://") {
+/// `<address><path>`; an address without a scheme gets `scheme`. With
+/// `https`, an `http://` address is upgraded too: once TLS is configured,
+/// nothing (the secret least of all) goes out in clear.
+pub(crate) fn url(scheme: &str, address: &str, path: &str) -> String {
+    if let (Some(rest), "https") = (address.strip_prefix("http://"), scheme) {
+        format!("https://{}{path}", rest.trim_end_matches('/'))
+    } else if address.starts_with("http://") || address.starts_with("https://") {
         format!("{}{path}", address.trim_end_matches('/'))
     } else {
-        format!("http://{address}{path}")
+        format!("{scheme}://{address}{path}")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_get_the_scheme_and_tls_upgrades_plain_addresses() {
+        assert_eq!(url("http", "127.0.0.1:7001", "/raft/messages"), "http://127.0.0.1:7001/raft/messages");
+        assert_eq!(url("https", "127.0.0.1:7001", "/raft/messages"), "https://127.0.0.1:7001/raft/messages");
+        assert_eq!(url("https", "http://a:1/", "/raft/forward"), "https://a:1/raft/forward");
+        assert_eq!(url("http", "https://a:1/p", "/raft/forward"), "https://a:1/p/raft/forward");
+        assert_eq!(url("http", "http://a:1", "/raft/forward"), "http://a:1/raft/forward");
+    }
 
     #[test]
     fn every_outcome_survives_the_wire() {

@@ -161,6 +161,7 @@ mod metrics;
 mod peer;
 mod runtime;
 pub mod session;
+pub mod tls;
 mod transport;
 
 pub use error::{Error, RestoreError};

@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::forward;
 use crate::handle::RaftHandle;
 use crate::metrics::Metrics;
+use crate::tls::{PeerTls, Stream};
 
 /// The outcome of [`Connect::forward`]: the leader's encoded reply.
 pub type Forwarded = Pin<Box<dyn Future<Output = Result<Bytes, Error>> + Send + 'static>>;
@@ -155,6 +156,9 @@ pub struct HttpOptions {
     /// up to this. Keep it below the election timeout, so that a peer that
     /// comes back is reached again within one (default 100 ms).
     pub reconnect_backoff_max: Duration,
+    /// Mutual TLS to the peers (`None`: plain HTTP). With it, an address
+    /// without a scheme means `https://`.
+    pub tls: Option<PeerTls>,
 }
 
 impl HttpOptions {
@@ -171,6 +175,7 @@ impl HttpOptions {
             batch_messages_max: 256,
             local_address: None,
             reconnect_backoff_max: Duration::from_millis(100),
+            tls: None,
         }
     }
 
@@ -178,6 +183,24 @@ impl HttpOptions {
     pub fn secret(mut self, secret: impl Into<String>) -> Self {
         self.secret = Some(secret.into());
         self
+    }
+
+    /// Speaks TLS to the peers with `tls` (serve the [`Transport`] through
+    /// a [`Listener`](crate::tls::Listener) with the same `tls`).
+    ///
+    /// [`Transport`]: crate::Transport
+    pub fn tls(mut self, tls: PeerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// `http` or `https`: what an address without a scheme means.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Sets the source address of outgoing connections.
@@ -199,11 +222,16 @@ pub struct HttpConnect {
 impl HttpConnect {
     /// A connector with its own connection pool.
     pub fn new(options: HttpOptions) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
-            .local_address(options.local_address)
-            .build()?;
+            .local_address(options.local_address);
+        if let Some(tls) = &options.tls {
+            // The configuration's resolver and verifier read the reloaded
+            // files: this client follows certificate rotations.
+            builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(&tls.client_config()));
+        }
+        let client = builder.build()?;
         Ok(HttpConnect { options, client, metrics: Arc::new(OnceLock::new()) })
     }
 }
@@ -223,7 +251,7 @@ impl Connect for HttpConnect {
     fn forward(&self, id: NodeId, address: &str, request: Bytes, timeout: Duration) -> Forwarded {
         let mut request = self
             .client
-            .post(forward::url(address, "/raft/forward"))
+            .post(forward::url(self.options.scheme(), address, "/raft/forward"))
             .timeout(timeout)
             .header("content-type", "application/octet-stream")
             .header(crate::transport::CLUSTER_HEADER, &self.options.cluster_id)
@@ -289,7 +317,7 @@ impl HttpPeer {
     ) -> Self {
         let (queue, rx) = mpsc::channel(options.queue_max.max(1));
         let (snapshots, snapshot_rx) = mpsc::channel(2);
-        let url = forward::url(address, "/raft/messages");
+        let url = forward::url(options.scheme(), address, "/raft/messages");
         let chunk_options = HttpOptions { batch_messages_max: 1, ..options.clone() };
         tokio::spawn(sender(id, url.clone(), chunk_options, client, snapshot_rx, metrics.clone()));
         tokio::spawn(connection_sender(id, url, options, rx, metrics.clone()));
@@ -447,6 +475,10 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 struct Target {
     /// `host:port`, resolved at each (re)connection.
     authority: String,
+    /// The host alone: the name the peer's TLS certificate must carry.
+    host: String,
+    /// TLS to speak, for an `https` URL.
+    tls: Option<Arc<rustls::ClientConfig>>,
     /// Path of the messages route (with the address's own prefix, if any).
     path: hyper::Uri,
     /// Every request's headers: host, content type, cluster id, secret.
@@ -457,9 +489,12 @@ impl Target {
     fn new(url: &str, options: &HttpOptions) -> Result<Target, String> {
         use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
         let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-        if parsed.scheme() != "http" {
-            return Err(format!("unsupported scheme {}", parsed.scheme()));
-        }
+        let tls = match (parsed.scheme(), &options.tls) {
+            ("http", _) => None,
+            ("https", Some(tls)) => Some(tls.client_config()),
+            ("https", None) => return Err("an https address needs HttpOptions::tls".into()),
+            (scheme, _) => return Err(format!("unsupported scheme {scheme}")),
+        };
         let host = parsed.host_str().ok_or("no host")?;
         let port = parsed.port_or_known_default().ok_or("no port")?;
         let authority = match parsed.port() {
@@ -478,12 +513,12 @@ impl Target {
             headers.insert(AUTHORIZATION, bearer);
         }
         // `host_str` keeps an IPv6 address's brackets; resolution wants them too.
-        Ok(Target { authority: format!("{host}:{port}"), path, headers })
+        Ok(Target { authority: format!("{host}:{port}"), host: host.to_owned(), tls, path, headers })
     }
 }
 
 type RequestBody = http_body_util::Full<Bytes>;
-type Io = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+type Io = hyper_util::rt::TokioIo<Stream>;
 
 /// An open HTTP/1.1 connection: the handle requests go through and the
 /// connection's own future, which must be polled for anything to move.
@@ -526,6 +561,15 @@ impl Connection {
         let stream = tokio::time::timeout(options.connect_timeout, connect)
             .await
             .map_err(|_| "connect timed out".to_owned())??;
+        let stream = match &target.tls {
+            Some(config) => tokio::time::timeout(
+                options.connect_timeout,
+                crate::tls::connect(config.clone(), &target.host, stream),
+            )
+            .await
+            .map_err(|_| "TLS handshake timed out".to_owned())??,
+            None => Stream::Plain(stream),
+        };
         let (requests, driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| error_chain(&e))?;

@@ -356,7 +356,7 @@ pub(crate) async fn check(State(auth): State<Arc<Auth>>, request: Request, next:
     let path = request.uri().path().to_owned();
     let remote = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
+        .get::<ConnectInfo<raft_http::tls::Remote>>()
         .map_or_else(|| "unknown".to_owned(), |ConnectInfo(address)| address.to_string());
     match decide(&tokens, &method, &path, request.headers()) {
         Ok(_) => next.run(request).await,

@@ -204,10 +204,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     if endpoints.is_empty() {
         return Err("--endpoints is empty".into());
     }
-    let client = reqwest::Client::builder()
+    let client = crate::tls::client_builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(args.clients)
-        .default_headers(crate::auth::client_headers(None))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let value = Bytes::from(vec![b'x'; args.value_size]);

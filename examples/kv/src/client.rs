@@ -20,6 +20,21 @@ pub(crate) fn encode_key(key: &str) -> String {
     out
 }
 
+/// A request that got no answer, with the causes reqwest keeps in its
+/// sources (a refused certificate, a refused connection).
+pub(crate) fn failed(endpoint: &str, error: &reqwest::Error) -> String {
+    let mut text = format!("{endpoint}: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
+        text.push_str(" (for https, pass --ca-file with the CA that signed the server's certificate)");
+    }
+    text
+}
+
 fn base(endpoint: &str) -> &str {
     endpoint.trim_end_matches('/')
 }
@@ -45,16 +60,15 @@ async fn finish(response: reqwest::Response, print_body: bool) -> Result<(), Str
 }
 
 fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+    crate::tls::client_builder()
         .timeout(std::time::Duration::from_secs(10))
-        .default_headers(crate::auth::client_headers(None))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 pub(crate) async fn get(endpoint: &str, key: &str, consistency: &str) -> Result<(), String> {
     let url = format!("{}/v1/kv/{}?consistency={consistency}", base(endpoint), encode_key(key));
-    let response = client()?.get(url).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    let response = client()?.get(url).send().await.map_err(|e| failed(endpoint, &e))?;
     finish(response, true).await
 }
 
@@ -73,7 +87,7 @@ pub(crate) async fn put(
     if let Some(idempotency_key) = idempotency_key {
         request = request.header("idempotency-key", idempotency_key);
     }
-    let response = request.send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    let response = request.send().await.map_err(|e| failed(endpoint, &e))?;
     finish(response, true).await
 }
 
@@ -82,16 +96,13 @@ pub(crate) async fn delete(endpoint: &str, key: &str, cas: Option<u64>) -> Resul
     if let Some(cas) = cas {
         url.push_str(&format!("?cas={cas}"));
     }
-    let response = client()?.delete(url).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    let response = client()?.delete(url).send().await.map_err(|e| failed(endpoint, &e))?;
     finish(response, true).await
 }
 
 pub(crate) async fn show(endpoint: &str, path: &str) -> Result<(), String> {
-    let response = client()?
-        .get(format!("{}{path}", base(endpoint)))
-        .send()
-        .await
-        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let response =
+        client()?.get(format!("{}{path}", base(endpoint))).send().await.map_err(|e| failed(endpoint, &e))?;
     finish(response, true).await
 }
 
@@ -108,13 +119,13 @@ pub(crate) async fn cluster(endpoint: &str, action: Option<ClusterAction>) -> Re
                 .body(json!({ "to": to }).to_string())
                 .send()
                 .await
-                .map_err(|e| format!("{endpoint}: {e}"))?;
+                .map_err(|e| failed(endpoint, &e))?;
             return finish(response, true).await;
         }
         Some(ClusterAction::Add { id, raft_url, learner }) => (id, Some(raft_url), learner),
         Some(ClusterAction::Remove { id }) => (id, None, false),
     };
-    let response = client.get(&url).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+    let response = client.get(&url).send().await.map_err(|e| failed(endpoint, &e))?;
     if !response.status().is_success() {
         return finish(response, true).await; // the error (401, 503, ...) as is
     }
@@ -132,7 +143,7 @@ pub(crate) async fn cluster(endpoint: &str, action: Option<ClusterAction>) -> Re
         members.push(json!({ "id": id, "address": address }));
     }
     let response =
-        client.put(&url).body(topology.to_string()).send().await.map_err(|e| format!("{endpoint}: {e}"))?;
+        client.put(&url).body(topology.to_string()).send().await.map_err(|e| failed(endpoint, &e))?;
     finish(response, true).await
 }
 

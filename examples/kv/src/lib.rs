@@ -9,6 +9,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod certs;
+
 use std::collections::HashMap;
 
 use raft_core::{ReadPolicy, Topology};

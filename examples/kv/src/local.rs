@@ -15,7 +15,21 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raft_http::tls::ClientTls;
+use raft_kv::certs::ClusterFiles;
+
 use crate::LocalArgs;
+
+/// The TLS settings of `serve` that must not leak from this process's
+/// environment into the nodes (`--tls` passes its own).
+const TLS_VARS: [&str; 6] = [
+    "RAFT_KV_PEER_CERT_FILE",
+    "RAFT_KV_PEER_KEY_FILE",
+    "RAFT_KV_PEER_TRUSTED_CA_FILE",
+    "RAFT_KV_CERT_FILE",
+    "RAFT_KV_KEY_FILE",
+    "RAFT_KV_CLIENT_CA_FILE",
+];
 
 struct Node {
     id: u64,
@@ -87,7 +101,12 @@ fn write_auth_file(dir: &Path) -> Result<(PathBuf, LocalTokens), String> {
     Ok((path, tokens))
 }
 
-fn spawn_nodes(args: &LocalArgs, dir: &Path, auth_file: Option<&Path>) -> Result<Vec<Node>, String> {
+fn spawn_nodes(
+    args: &LocalArgs,
+    dir: &Path,
+    auth_file: Option<&Path>,
+    tls: Option<&ClusterFiles>,
+) -> Result<Vec<Node>, String> {
     if args.nodes == 0 || args.nodes > 99 {
         return Err(format!("--nodes {} must be between 1 and 99", args.nodes));
     }
@@ -104,8 +123,9 @@ fn spawn_nodes(args: &LocalArgs, dir: &Path, auth_file: Option<&Path>) -> Result
         };
         ports.push((id, raft, client));
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let initial_cluster: Vec<String> =
-        ports.iter().map(|(id, raft, _)| format!("{id}=http://127.0.0.1:{raft}")).collect();
+        ports.iter().map(|(id, raft, _)| format!("{id}={scheme}://127.0.0.1:{raft}")).collect();
     let initial_cluster = initial_cluster.join(",");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let secret = random_secret();
@@ -115,8 +135,18 @@ fn spawn_nodes(args: &LocalArgs, dir: &Path, auth_file: Option<&Path>) -> Result
         let log_file =
             std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let log_err = log_file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
-        let spawned = Command::new(&exe)
-            .arg("serve")
+        let mut command = Command::new(&exe);
+        command.arg("serve");
+        for var in TLS_VARS {
+            command.env_remove(var);
+        }
+        if let Some(files) = tls {
+            let (cert, key) = &files.nodes[id as usize - 1];
+            command.arg("--peer-cert-file").arg(cert).arg("--peer-key-file").arg(key);
+            command.arg("--peer-trusted-ca-file").arg(&files.ca);
+            command.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        let spawned = command
             .args(["--id", &id.to_string()])
             .arg("--data-dir")
             .arg(dir.join(format!("node-{id}")))
@@ -145,8 +175,8 @@ fn spawn_nodes(args: &LocalArgs, dir: &Path, auth_file: Option<&Path>) -> Result
         let stdin = child.stdin.take();
         nodes.push(Node {
             id,
-            raft_url: format!("http://127.0.0.1:{raft}"),
-            client_url: format!("http://127.0.0.1:{client}"),
+            raft_url: format!("{scheme}://127.0.0.1:{raft}"),
+            client_url: format!("{scheme}://127.0.0.1:{client}"),
             log,
             child,
             stdin,
@@ -229,10 +259,16 @@ async fn supervise(
     nodes: Arc<Mutex<Vec<Node>>>,
     dir: PathBuf,
     tokens: Option<LocalTokens>,
+    tls: Option<ClusterFiles>,
 ) -> Result<(), String> {
-    let client = reqwest::Client::builder()
+    let client_tls = match &tls {
+        Some(files) => Some(ClientTls::load(&files.ca, None).map_err(|e| format!("TLS: {e}"))?),
+        None => None,
+    };
+    let builder = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
-        .default_headers(crate::auth::client_headers(tokens.as_ref().map(|t| t.read.as_str())))
+        .default_headers(crate::auth::client_headers(tokens.as_ref().map(|t| t.read.as_str())));
+    let client = crate::tls::with_tls(builder, client_tls.as_ref())
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let urls: Vec<(u64, String)> = {
@@ -277,6 +313,9 @@ async fn supervise(
         let other = &nodes[nodes.len().min(2) - 1].client_url;
         let all: Vec<&str> = nodes.iter().map(|n| n.client_url.as_str()).collect();
         println!();
+        if let Some(files) = &tls {
+            print_tls_help(files);
+        }
         if let Some(tokens) = &tokens {
             print_auth_help(&dir, tokens, first, other, &all);
         } else {
@@ -299,6 +338,15 @@ fn print_help(first: &str, other: &str, all: &[&str]) {
     println!("  curl {first}/metrics");
     println!("  raft-kv cluster --endpoint {first} transfer-leader 2");
     println!("  raft-kv bench --endpoints {} --clients 16 --duration 5s", all.join(","));
+    println!();
+}
+
+/// With `local --tls`: where the certificates are and how clients use them.
+fn print_tls_help(files: &ClusterFiles) {
+    let ca = files.ca.display();
+    println!("TLS is on: mutual TLS between the nodes, https for clients (throwaway CA: {ca}).");
+    println!("Every example below needs the CA: curl --cacert {ca} ..., raft-kv ... --ca-file {ca}");
+    println!("(or export RAFT_KV_CA_FILE={ca}).");
     println!();
 }
 
@@ -396,9 +444,17 @@ pub(crate) async fn run(args: LocalArgs) -> Result<(), String> {
         true => write_auth_file(&dir).map(|(path, tokens)| (Some(path), Some(tokens)))?,
         false => (None, None),
     };
-    let nodes = Arc::new(Mutex::new(spawn_nodes(&args, &dir, auth_file.as_deref())?));
+    let tls = match args.tls {
+        true => Some(raft_kv::certs::write_cluster(
+            &dir.join("tls"),
+            args.nodes,
+            &["127.0.0.1".to_owned(), "localhost".to_owned()],
+        )?),
+        false => None,
+    };
+    let nodes = Arc::new(Mutex::new(spawn_nodes(&args, &dir, auth_file.as_deref(), tls.as_ref())?));
     let result = tokio::select! {
-        result = supervise(nodes.clone(), dir.clone(), tokens) => result,
+        result = supervise(nodes.clone(), dir.clone(), tokens, tls) => result,
         signal = signal() => {
             println!("\n{signal}: stopping the nodes");
             Ok(())

@@ -3,7 +3,8 @@
 //! ```text
 //! raft-kv serve --id 1 --data-dir DIR --listen-raft 127.0.0.1:7001 --listen-client 127.0.0.1:8001 \
 //!               --initial-cluster 1=http://127.0.0.1:7001,2=http://127.0.0.1:7002,3=http://127.0.0.1:7003
-//! raft-kv local [--nodes 3] [--data-dir DIR] [--base-port 7000] [--auth]
+//! raft-kv local [--nodes 3] [--data-dir DIR] [--base-port 7000] [--auth] [--tls]
+//! raft-kv certs --dir DIR [--nodes 3] [--hosts 127.0.0.1,localhost]
 //! raft-kv bench --endpoints URL,... --clients 64 --duration 10s [--workload write|read|mixed|cas]
 //! raft-kv get|put|delete|status|cluster ...
 //! ```
@@ -15,6 +16,7 @@ mod client;
 mod local;
 mod server;
 mod store;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ enum Cmd {
     Local(LocalArgs),
     /// Closed-loop load generator with a latency report.
     Bench(BenchArgs),
+    /// Write a throwaway CA and node certificates for TLS (reuses DIR's CA if
+    /// there is one: run it again to rotate the node certificates).
+    Certs(CertsArgs),
     /// Read a key (the value goes to stdout).
     Get {
         #[command(flatten)]
@@ -83,6 +88,19 @@ enum Cmd {
 }
 
 impl Cmd {
+    /// The TLS flags of a client command.
+    fn client_tls(&self) -> Option<&tls::ClientTlsArgs> {
+        match self {
+            Cmd::Get { endpoint, .. }
+            | Cmd::Put { endpoint, .. }
+            | Cmd::Delete { endpoint, .. }
+            | Cmd::Status { endpoint }
+            | Cmd::Cluster { endpoint, .. } => Some(&endpoint.tls),
+            Cmd::Bench(args) => Some(&args.tls),
+            Cmd::Serve(_) | Cmd::Local(_) | Cmd::Certs(_) => None,
+        }
+    }
+
     /// The token flags of a client command.
     fn token(&self) -> Option<&TokenArg> {
         match self {
@@ -92,7 +110,7 @@ impl Cmd {
             | Cmd::Status { endpoint }
             | Cmd::Cluster { endpoint, .. } => Some(&endpoint.token),
             Cmd::Bench(args) => Some(&args.token),
-            Cmd::Serve(_) | Cmd::Local(_) => None,
+            Cmd::Serve(_) | Cmd::Local(_) | Cmd::Certs(_) => None,
         }
     }
 }
@@ -124,6 +142,8 @@ struct EndpointArg {
     endpoint: String,
     #[command(flatten)]
     token: TokenArg,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 /// The bearer token sent to a server started with `--auth-file`.
@@ -192,6 +212,8 @@ pub(crate) struct ServeArgs {
     /// Needs a cluster secret. Without an auth file the client API is open to anyone who reaches it.
     #[arg(long, env = "RAFT_KV_AUTH_FILE")]
     pub(crate) auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) tls: tls::ServeTlsArgs,
     /// Largest value accepted, in bytes (at most 1 MiB minus 4 KiB: a command must fit one Raft message).
     #[arg(long, env = "RAFT_KV_MAX_VALUE_BYTES", default_value_t = 512 * 1024)]
     pub(crate) max_value_bytes: usize,
@@ -245,6 +267,23 @@ pub(crate) struct LocalArgs {
     /// role, start the nodes with it, and print the tokens.
     #[arg(long)]
     pub(crate) auth: bool,
+    /// Turn on TLS: write a throwaway CA and node certificates into DIR/tls,
+    /// start the nodes with mutual TLS between them and https for clients.
+    #[arg(long)]
+    pub(crate) tls: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CertsArgs {
+    /// Where to write ca.pem, node-N.pem, node-N-key.pem, client.pem, client-key.pem.
+    #[arg(long)]
+    pub(crate) dir: PathBuf,
+    /// How many node certificates.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) nodes: u64,
+    /// The names and addresses every node certificate is valid for.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost,::1")]
+    pub(crate) hosts: Vec<String>,
 }
 
 /// What the bench does.
@@ -288,6 +327,8 @@ pub(crate) struct BenchArgs {
     pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) token: TokenArg,
+    #[command(flatten)]
+    pub(crate) tls: tls::ClientTlsArgs,
 }
 
 /// "10s", "250ms", "2m", "1h", or a plain number of seconds.
@@ -322,9 +363,13 @@ fn main() -> ExitCode {
         if let Some(token) = cli.command.token() {
             auth::set_client_token(token.resolve()?);
         }
+        if let Some(tls) = cli.command.client_tls() {
+            tls::set_client_tls(tls.load()?);
+        }
         match cli.command {
             Cmd::Serve(args) => server::serve(*args).await,
             Cmd::Local(args) => local::run(args).await,
+            Cmd::Certs(args) => tls::write_certs(&args),
             Cmd::Bench(args) => bench::run(args).await,
             Cmd::Get { endpoint, key, consistency } => {
                 client::get(&endpoint.endpoint, &key, &consistency).await

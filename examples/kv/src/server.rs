@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use raft_core::{Config, ConfigChangeError, Membership, Role, Topology, TransferError};
+use raft_http::tls::{Listener, PeerTls, Remote, ServerTls};
 use raft_http::{Error, HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, Transport};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -121,14 +122,23 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     if secret.is_none() {
         tracing::warn!("no --cluster-secret: any process that can reach the raft port can join the protocol");
     }
+    let tls = args.tls.load()?;
     let raft_listener = bind(&args.listen_raft, "raft").await?;
     let client_listener = bind(&args.listen_client, "client").await?;
     if let Ok(address) = client_listener.local_addr() {
-        // tls_enabled: false until the client port has TLS (branch `tls`).
-        crate::auth::warn_if_exposed(address, auth.is_some(), false);
+        crate::auth::warn_if_exposed(address, auth.is_some(), tls.client.is_some());
+    }
+    if let Ok(address) = raft_listener.local_addr() {
+        if tls.peer.is_none() && !address.ip().is_loopback() {
+            tracing::warn!(%address, "the raft port is plain HTTP beyond loopback: the cluster secret and all data \
+                cross the network in clear (use --peer-cert-file, --peer-key-file, --peer-trusted-ca-file)");
+        }
     }
 
     let mut http = HttpOptions::new(args.cluster_id.clone());
+    if let Some(peer) = &tls.peer {
+        http = http.tls(peer.clone());
+    }
     if let Some(secret) = secret {
         http = http.secret(secret);
     }
@@ -170,12 +180,18 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         auth.reload_on_sighup();
         client_router = client_router.layer(axum::middleware::from_fn_with_state(auth, crate::auth::check));
     }
+    let listener = |tcp, config| Listener::new(tcp, config).map_err(|e| format!("cannot listen: {e}"));
+    let raft_listener = listener(raft_listener, tls.peer.as_ref().map(PeerTls::server_config))?;
+    let client_listener = listener(client_listener, tls.client.as_ref().map(ServerTls::server_config))?;
+    tls.reload_on_change();
     let raft_server = tokio::spawn(serve_until(raft_listener, raft_router, stop_rx.clone()));
     let client_server = tokio::spawn(serve_until(client_listener, client_router, stop_rx));
     tracing::info!(
         id = args.id,
         raft = %args.listen_raft,
         client = %args.listen_client,
+        peer_tls = tls.peer.is_some(),
+        client_tls = tls.client.is_some(),
         data_dir = %args.data_dir.display(),
         "node started"
     );
@@ -192,9 +208,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn serve_until(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+async fn serve_until(listener: Listener, router: Router, mut stop: watch::Receiver<bool>) {
     // The peer address reaches handlers as ConnectInfo (the auth log names it).
-    let result = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+    let result = axum::serve(listener, router.into_make_service_with_connect_info::<Remote>())
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|&s| s).await;
         })
