@@ -32,12 +32,60 @@ pub(crate) struct Cluster {
     secret: String,
     tick_ms: u64,
     broken: Option<String>,
+    /// With `--tls`: the directory `raft-kv certs` wrote (ca.pem, node-N.pem, ...).
+    pub(crate) tls: Option<PathBuf>,
     http: reqwest::blocking::Client,
+}
+
+/// What every node is started with, beyond its addresses.
+#[derive(Debug)]
+pub(crate) struct NodeFlags {
+    /// `--tick-ms`.
+    pub(crate) tick_ms: u64,
+    /// `--jepsen-broken MODE`.
+    pub(crate) broken: Option<String>,
+    /// TLS on both ports, certificates from `raft-kv certs`.
+    pub(crate) tls: bool,
+}
+
+/// A blocking HTTP client; with `tls` (a `raft-kv certs` directory), it
+/// trusts that CA only.
+pub(crate) fn http_client(
+    timeout: Duration,
+    connect_timeout: Duration,
+    tls: Option<&Path>,
+) -> Result<reqwest::blocking::Client, String> {
+    let mut builder = reqwest::blocking::Client::builder().timeout(timeout).connect_timeout(connect_timeout);
+    if let Some(dir) = tls {
+        let path = dir.join("ca.pem");
+        let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+        builder = builder.tls_built_in_root_certs(false).add_root_certificate(ca);
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// Node `i`'s (0-based) address: 127.0.0.11, 127.0.0.12, ...
 pub(crate) fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 11 + i as u8)
+}
+
+/// Runs `raft-kv certs` for `count` nodes on their addresses into
+/// `work/tls`: the cluster's CA and certificates.
+fn write_certs(exe: &Path, work: &Path, count: usize) -> Result<PathBuf, String> {
+    let dir = work.join("tls");
+    let hosts: Vec<String> = (0..count).map(|i| node_ip(i).to_string()).collect();
+    let output = Command::new(exe)
+        .arg("certs")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--nodes", &count.to_string(), "--hosts", &hosts.join(",")])
+        .output()
+        .map_err(|e| format!("cannot run {} certs: {e}", exe.display()))?;
+    if !output.status.success() {
+        return Err(format!("{} certs failed: {}", exe.display(), String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(dir)
 }
 
 /// Node `i`'s (0-based) data directory under `work`.
@@ -52,9 +100,9 @@ impl Cluster {
         count: usize,
         raft_port: u16,
         client_port: u16,
-        tick_ms: u64,
-        broken: Option<String>,
+        flags: NodeFlags,
     ) -> Result<Self, String> {
+        let NodeFlags { tick_ms, broken, tls } = flags;
         let nodes = (0..count)
             .map(|i| {
                 let dir = node_dir(work, i);
@@ -69,21 +117,29 @@ impl Cluster {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .connect_timeout(Duration::from_millis(500))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let tls = match tls {
+            true => Some(write_certs(exe, work, count)?),
+            false => None,
+        };
+        let http = http_client(Duration::from_secs(3), Duration::from_millis(500), tls.as_deref())?;
         let secret = format!("jepsen-{}", std::process::id());
-        Ok(Cluster { exe: exe.to_owned(), nodes, raft_port, client_port, secret, tick_ms, broken, http })
+        Ok(Cluster { exe: exe.to_owned(), nodes, raft_port, client_port, secret, tick_ms, broken, tls, http })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub(crate) fn raft_url(&self, i: usize) -> String {
-        format!("http://{}:{}", self.nodes[i].ip, self.raft_port)
+        format!("{}://{}:{}", self.scheme(), self.nodes[i].ip, self.raft_port)
     }
 
     pub(crate) fn client_url(&self, i: usize) -> String {
-        format!("http://{}:{}", self.nodes[i].ip, self.client_port)
+        format!("{}://{}:{}", self.scheme(), self.nodes[i].ip, self.client_port)
     }
 
     fn initial_cluster(&self) -> String {
@@ -125,6 +181,13 @@ impl Cluster {
             .stderr(Stdio::from(log2));
         if let Some(mode) = &self.broken {
             command.arg("--jepsen-broken").arg(mode);
+        }
+        if let Some(dir) = &self.tls {
+            let (cert, key) =
+                (dir.join(format!("node-{}.pem", node.id)), dir.join(format!("node-{}-key.pem", node.id)));
+            command.arg("--peer-cert-file").arg(&cert).arg("--peer-key-file").arg(&key);
+            command.arg("--peer-trusted-ca-file").arg(dir.join("ca.pem"));
+            command.arg("--cert-file").arg(&cert).arg("--key-file").arg(&key);
         }
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
         let node = &mut self.nodes[i];

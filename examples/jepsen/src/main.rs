@@ -139,6 +139,10 @@ struct Cli {
     /// Keep node data and logs here (default: a temporary directory, removed on exit).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Mutual TLS between the nodes and https for the clients (certificates
+    /// from `raft-kv certs`, in the work directory).
+    #[arg(long)]
+    tls: bool,
     /// Search budget of the linearizability checker, per key.
     #[arg(long, default_value_t = 50_000_000)]
     budget: u64,
@@ -313,8 +317,7 @@ fn run(cli: &Cli) -> Result<usize, String> {
         cli.nodes,
         cli.raft_port,
         cli.client_port,
-        cli.tick_ms,
-        cli.broken.clone(),
+        cluster::NodeFlags { tick_ms: cli.tick_ms, broken: cli.broken.clone(), tls: cli.tls },
     )?;
     for i in 0..cli.nodes {
         cluster.start(i)?;
@@ -355,6 +358,7 @@ fn run(cli: &Cli) -> Result<usize, String> {
         stop: stop.clone(),
         history: Mutex::new(Vec::new()),
         timeout: cli.timeout,
+        tls: cluster.tls.clone(),
     });
     let clients: Vec<_> = (0..cli.clients)
         .map(|c| {
@@ -415,10 +419,8 @@ fn run(cli: &Cli) -> Result<usize, String> {
 
     // Final reads: every key through every node, linearizable then local.
     let mut history = workload.history.lock().map_err(|_| "poisoned")?.clone();
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http =
+        cluster::http_client(Duration::from_secs(5), Duration::from_millis(500), cluster.tls.as_deref())?;
     let mut finals: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
     for key in 0..cli.keys {
         let mut seen: Vec<(usize, Option<(u64, u64)>)> = Vec::new();
@@ -944,8 +946,11 @@ fn report(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n=== raft-jepsen report (seed {}, {:?}, {} nodes) ===",
-        cli.seed, cli.duration, cli.nodes
+        "\n=== raft-jepsen report (seed {}, {:?}, {} nodes{}) ===",
+        cli.seed,
+        cli.duration,
+        cli.nodes,
+        if cluster.tls.is_some() { ", mutual TLS between nodes, https clients" } else { "" }
     );
     for s in &timeline.skipped {
         let _ = writeln!(out, "fault SKIPPED in this run: {s}");

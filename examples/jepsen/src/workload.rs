@@ -56,6 +56,8 @@ pub(crate) struct Workload {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) history: Mutex<Vec<Record>>,
     pub(crate) timeout: Duration,
+    /// The `raft-kv certs` directory, with `--tls`.
+    pub(crate) tls: Option<std::path::PathBuf>,
 }
 
 impl Workload {
@@ -66,11 +68,11 @@ impl Workload {
     /// One client's loop, until `stop`.
     pub(crate) fn client(&self, client: u32, seed: u64) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (u64::from(client) << 32));
-        let http = match reqwest::blocking::Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(Duration::from_millis(300))
-            .build()
-        {
+        let http = match crate::cluster::http_client(
+            self.timeout,
+            Duration::from_millis(300),
+            self.tls.as_deref(),
+        ) {
             Ok(http) => http,
             Err(e) => {
                 eprintln!("client {client}: {e}");
