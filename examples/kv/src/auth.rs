@@ -401,7 +401,8 @@ pub(crate) fn exposure_warning(listen: SocketAddr, auth_enabled: bool, tls_enabl
     }
     if !tls_enabled {
         return Some(format!(
-            "the client API listens on {listen} without TLS: bearer tokens cross the network in clear text"
+            "the client API listens on {listen} without TLS: bearer tokens cross the network in clear text \
+             (give it --cert-file and --key-file)"
         ));
     }
     None
