@@ -458,3 +458,61 @@ fn tls_startup_refuses_certificates_the_peers_would_refuse() {
     let stderr = serve_fails(dir.path(), &[&files.nodes[0].0], &peer[..1]);
     assert!(stderr.contains("--peer-key-file") && stderr.contains("required"), "{stderr}");
 }
+
+#[test]
+fn local_tls_serves_https_that_the_cli_and_bench_speak_with_the_ca() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut local = Command::new(BIN)
+        .args(["local", "--nodes", "3", "--base-port", "0", "--tls", "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut urls = Vec::new();
+    for line in BufReader::new(local.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() == 5 && fields[0].parse::<u64>().is_ok() {
+            assert!(fields[2].starts_with("https://") && fields[3].starts_with("https://"), "{line}");
+            urls.push(fields[2].to_owned());
+        }
+        if line.starts_with("leader: node") {
+            break;
+        }
+    }
+    assert_eq!(urls.len(), 3);
+    let ca = dir.path().join("tls/ca.pem");
+    let cli = |args: &[&str]| Command::new(BIN).args(args).env_remove("RAFT_KV_CA_FILE").output().unwrap();
+    let put = cli(&["put", "--endpoint", &urls[1], "--ca-file", ca.to_str().unwrap(), "hello", "world"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let get = cli(&["get", "--endpoint", &urls[2], "--ca-file", ca.to_str().unwrap(), "hello"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "world");
+    let untrusting = cli(&["get", "--endpoint", &urls[2], "hello"]);
+    assert!(!untrusting.status.success());
+    assert!(String::from_utf8_lossy(&untrusting.stderr).contains("--ca-file"), "no hint: {untrusting:?}");
+    let endpoints = urls.join(",");
+    let bench = cli(&[
+        "bench",
+        "--endpoints",
+        &endpoints,
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--clients",
+        "2",
+        "--duration",
+        "1s",
+        "--json",
+    ]);
+    assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+    let report: Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert!(Command::new("kill").args(["-INT", &local.id().to_string()]).status().unwrap().success());
+    let start = Instant::now();
+    while local.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < DEADLINE, "local did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
