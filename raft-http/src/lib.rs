@@ -32,6 +32,11 @@
 //! - Ingress is the [`Transport`]: an axum `Router` with
 //!   `POST /raft/messages` and `POST /raft/forward`, checking a cluster id
 //!   and a bearer secret.
+//! - TLS: [`tls::PeerTls`] is mutual TLS between nodes (rustls): give it to
+//!   [`HttpOptions::tls`] and serve the `Transport` through a
+//!   [`tls::Listener`]; a peer without a certificate from the cluster's CA
+//!   is refused at the handshake. Certificates reload on demand or when
+//!   their files change, without a restart.
 //!
 //! Observability: [`RaftHandle::metrics`] reads the node's [`Metrics`]
 //! registry (term, role, commit and applied index, proposals, batch sizes,
