@@ -289,22 +289,11 @@ impl Auth {
 
     /// Reloads the file on every SIGHUP, for as long as the process runs.
     pub(crate) fn reload_on_sighup(self: &Arc<Self>) {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::hangup()) {
-                Ok(mut hangups) => {
-                    let auth = self.clone();
-                    tokio::spawn(async move {
-                        while hangups.recv().await.is_some() {
-                            tracing::info!("SIGHUP: reloading the auth file");
-                            let _ = auth.reload();
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!("cannot watch SIGHUP, the auth file will not be reloaded: {e}"),
-            }
-        }
+        let auth = self.clone();
+        crate::server::on_sighup("the auth file will not be reloaded", move || {
+            tracing::info!("SIGHUP: reloading the auth file");
+            let _ = auth.reload();
+        });
     }
 }
 

@@ -220,6 +220,27 @@ async fn serve_until(listener: Listener, router: Router, mut stop: watch::Receiv
     }
 }
 
+/// Runs `reload` on every SIGHUP, for as long as the process runs; if
+/// SIGHUP cannot be watched, logs a warning ending with `otherwise`.
+pub(crate) fn on_sighup(otherwise: &'static str, reload: impl Fn() + Send + 'static) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        reload();
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot watch SIGHUP, {otherwise}: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (otherwise, reload);
+}
+
 /// Waits for SIGINT, SIGTERM, or (with `stdin_eof`) standard input closing.
 async fn shutdown_signal(stdin_eof: bool) -> &'static str {
     let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();

@@ -81,23 +81,8 @@ impl ServeTls {
         if let Some(client) = &self.client {
             client.watch(WATCH_EVERY);
         }
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::hangup()) {
-                Ok(mut hangups) => {
-                    let tls = self.clone();
-                    tokio::spawn(async move {
-                        while hangups.recv().await.is_some() {
-                            tls.reload();
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("cannot watch SIGHUP, certificates reload on file changes only: {e}")
-                }
-            }
-        }
+        let tls = self.clone();
+        crate::server::on_sighup("certificates reload on file changes only", move || tls.reload());
     }
 
     fn reload(&self) {
