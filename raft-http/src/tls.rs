@@ -229,10 +229,6 @@ impl Reloadable {
         Ok(())
     }
 
-    fn changed(&self) -> bool {
-        self.files.stamp() != self.current().stamp
-    }
-
     fn describe(&self) -> String {
         self.files.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     }
@@ -276,7 +272,7 @@ impl Reloadable {
             loop {
                 ticks.tick().await;
                 let stamp = this.files.stamp();
-                if !this.changed() || last_failed.as_ref() == Some(&stamp) {
+                if stamp == this.current().stamp || last_failed.as_ref() == Some(&stamp) {
                     continue;
                 }
                 match this.reload() {
@@ -499,11 +495,6 @@ impl ServerTls {
     /// For a [`Listener`].
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.server.clone()
-    }
-
-    /// Whether clients must present a certificate.
-    pub fn requires_client_certificates(&self) -> bool {
-        self.inner.files.ca.is_some()
     }
 }
 

@@ -7,8 +7,6 @@
 //! pipes, waits for the children (killing any that take over 5 s) and
 //! removes the temporary data directory.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -59,18 +57,6 @@ fn check_port(port: u32, what: &str) -> Result<u16, String> {
     }
 }
 
-fn random_secret() -> String {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
-    );
-    hasher.write_u32(std::process::id());
-    let a = hasher.finish();
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(a);
-    format!("{a:016x}{:016x}", hasher.finish())
-}
-
 /// The tokens of `local --auth`, one per role.
 #[derive(Debug)]
 struct LocalTokens {
@@ -90,14 +76,7 @@ fn write_auth_file(dir: &Path) -> Result<(PathBuf, LocalTokens), String> {
         { "name": "local-admin", "token": tokens.admin, "role": "admin" },
     ]});
     let path = dir.join("auth.json");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options
-        .open(&path)
-        .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{json:#}\n").as_bytes()));
-    written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    raft_kv::certs::write_atomically(&path, format!("{json:#}\n").as_bytes(), true)?;
     Ok((path, tokens))
 }
 
@@ -128,7 +107,8 @@ fn spawn_nodes(
         ports.iter().map(|(id, raft, _)| format!("{id}={scheme}://127.0.0.1:{raft}")).collect();
     let initial_cluster = initial_cluster.join(",");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let secret = random_secret();
+    // The cluster secret: 128 bits from the OS, like the tokens.
+    let secret = crate::auth::random_token()?;
     let mut nodes = Vec::new();
     for (id, raft, client) in ports {
         let log = dir.join(format!("node-{id}.log"));

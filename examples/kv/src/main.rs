@@ -88,28 +88,15 @@ enum Cmd {
 }
 
 impl Cmd {
-    /// The TLS flags of a client command.
-    fn client_tls(&self) -> Option<&tls::ClientTlsArgs> {
+    /// The token and TLS flags of a client command.
+    fn client_flags(&self) -> Option<(&TokenArg, &tls::ClientTlsArgs)> {
         match self {
             Cmd::Get { endpoint, .. }
             | Cmd::Put { endpoint, .. }
             | Cmd::Delete { endpoint, .. }
             | Cmd::Status { endpoint }
-            | Cmd::Cluster { endpoint, .. } => Some(&endpoint.tls),
-            Cmd::Bench(args) => Some(&args.tls),
-            Cmd::Serve(_) | Cmd::Local(_) | Cmd::Certs(_) => None,
-        }
-    }
-
-    /// The token flags of a client command.
-    fn token(&self) -> Option<&TokenArg> {
-        match self {
-            Cmd::Get { endpoint, .. }
-            | Cmd::Put { endpoint, .. }
-            | Cmd::Delete { endpoint, .. }
-            | Cmd::Status { endpoint }
-            | Cmd::Cluster { endpoint, .. } => Some(&endpoint.token),
-            Cmd::Bench(args) => Some(&args.token),
+            | Cmd::Cluster { endpoint, .. } => Some((&endpoint.token, &endpoint.tls)),
+            Cmd::Bench(args) => Some((&args.token, &args.tls)),
             Cmd::Serve(_) | Cmd::Local(_) | Cmd::Certs(_) => None,
         }
     }
@@ -360,10 +347,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        if let Some(token) = cli.command.token() {
+        if let Some((token, tls)) = cli.command.client_flags() {
             auth::set_client_token(token.resolve()?);
-        }
-        if let Some(tls) = cli.command.client_tls() {
             tls::set_client_tls(tls.load()?);
         }
         match cli.command {

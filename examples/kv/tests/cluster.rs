@@ -504,10 +504,12 @@ fn process_exists(pid: u32) -> bool {
     Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status().unwrap().success()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_cluster_serves_benches_and_stops_on_sigint() {
+/// `raft-kv local --nodes 3 --base-port 0` plus `extra`, and its standard
+/// output line by line.
+fn spawn_local(extra: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut local = Command::new(BIN)
         .args(["local", "--nodes", "3", "--base-port", "0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -523,6 +525,12 @@ async fn local_cluster_serves_benches_and_stops_on_sigint() {
             }
         }
     });
+    (local, lines_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_serves_benches_and_stops_on_sigint() {
+    let (mut local, lines_rx) = spawn_local(&[]);
     // The table: ID ROLE CLIENT-URL RAFT-URL PID, then "leader: node N".
     let mut rows = Vec::new();
     let start = Instant::now();
@@ -958,23 +966,7 @@ fn auth_startup_names_a_bad_file_needs_a_secret_and_warns_when_exposed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_auth_prints_working_tokens_per_role_and_closes_the_api() {
-    let mut local = Command::new(BIN)
-        .args(["local", "--nodes", "3", "--base-port", "0", "--auth"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = local.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut local, lines_rx) = spawn_local(&["--auth"]);
     let (mut urls, mut tokens, mut curl_headers) = (Vec::new(), Vec::new(), 0);
     let start = Instant::now();
     loop {
