@@ -3,6 +3,13 @@
 //! spread over the endpoints round-robin. Latency of successful operations
 //! goes into an HDR histogram (microseconds); failures are counted by their
 //! API error code.
+//!
+//! `--api etcd` drives an etcd v3 cluster through its JSON gateway instead
+//! (`POST /v3/kv/put` and `/v3/kv/range` with base64 keys and values), so
+//! that one load generator, with the same keys, values and connection
+//! handling, measures both (see `bench/compare`). Before and after the run
+//! it asks every endpoint for its Raft term and reports how many terms
+//! passed: a stable leader under load keeps it at 0.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,13 +45,65 @@ impl Rng {
 }
 
 /// The API error code of a failed response, or a transport failure's kind.
+/// etcd's gateway answers `{"error": "etcdserver: no leader", "code": 14}`:
+/// its messages map onto raft-kv's codes where they mean the same.
 async fn error_code(response: reqwest::Response) -> String {
     let status = response.status();
     let body = response.bytes().await.unwrap_or_default();
-    serde_json::from_slice::<serde_json::Value>(&body)
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("http_{}", status.as_u16()))
+        .and_then(|v| v["error"].as_str().map(str::to_owned));
+    match message {
+        Some(m) if m.contains("no leader") || m.contains("leader changed") => "no_leader".into(),
+        Some(m) if m.contains("timed out") => "timeout".into(),
+        Some(m) if m.starts_with("etcdserver: ") => m["etcdserver: ".len()..].replace(' ', "_"),
+        Some(code) => code,
+        None => format!("http_{}", status.as_u16()),
+    }
+}
+
+/// Key number `key` as an 8-byte key (`k0000042`; longer past ten million).
+fn key_name(key: u64) -> String {
+    format!("k{key:07}")
+}
+
+/// Standard base64 with padding (etcd's JSON gateway encodes bytes so).
+pub(crate) fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The highest Raft term any endpoint reports (`None` if none answers).
+async fn highest_term(client: &reqwest::Client, api: Api, endpoints: &[String]) -> Option<u64> {
+    let mut highest = None;
+    for endpoint in endpoints {
+        let request = match api {
+            Api::RaftKv => client.get(format!("{endpoint}/v1/status")),
+            Api::Etcd => client.post(format!("{endpoint}/v3/maintenance/status")).body("{}"),
+        };
+        let Ok(response) = request.timeout(Duration::from_secs(2)).send().await else { continue };
+        let Ok(body) = response.bytes().await else { continue };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else { continue };
+        let term = match api {
+            Api::RaftKv => json["term"].as_u64(),
+            // The gateway writes 64-bit integers as strings.
+            Api::Etcd => json["header"]["raft_term"].as_str().and_then(|t| t.parse().ok()),
+        };
+        highest = highest.max(term);
+    }
+    highest
 }
 
 fn transport_code(e: &reqwest::Error) -> String {
@@ -57,19 +116,60 @@ fn transport_code(e: &reqwest::Error) -> String {
     }
 }
 
+/// Which client API the endpoints speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Api {
+    /// raft-kv's `/v1/kv/{key}` (also `raft-kv echo`).
+    RaftKv,
+    /// etcd v3's JSON gateway (`/v3/kv/put`, `/v3/kv/range`).
+    Etcd,
+}
+
 struct Target {
     client: reqwest::Client,
+    api: Api,
     endpoint: String,
     value: Bytes,
+    /// The value in base64, for etcd.
+    value_base64: String,
     consistency: String,
 }
 
 impl Target {
+    fn new(client: &reqwest::Client, args: &BenchArgs, endpoint: &str, value: &Bytes) -> Target {
+        Target {
+            client: client.clone(),
+            api: args.api,
+            endpoint: endpoint.to_owned(),
+            value: value.clone(),
+            value_base64: base64(value),
+            consistency: args.consistency.clone(),
+        }
+    }
+
     fn url(&self, key: u64) -> String {
-        format!("{}/v1/kv/bench-{key}", self.endpoint)
+        format!("{}/v1/kv/{}", self.endpoint, key_name(key))
+    }
+
+    /// POSTs a JSON body to etcd's gateway; the response body on success.
+    async fn etcd(&self, path: &str, body: String) -> Result<Bytes, String> {
+        let url = format!("{}{path}", self.endpoint);
+        match self.client.post(url).header("content-type", "application/json").body(body).send().await {
+            Ok(r) if r.status().is_success() => r.bytes().await.map_err(|e| transport_code(&e)),
+            Ok(r) => Err(error_code(r).await),
+            Err(e) => Err(transport_code(&e)),
+        }
     }
 
     async fn put(&self, key: u64, cas: Option<u64>) -> Result<(), String> {
+        if self.api == Api::Etcd {
+            let body = format!(
+                r#"{{"key":"{}","value":"{}"}}"#,
+                base64(key_name(key).as_bytes()),
+                self.value_base64
+            );
+            return self.etcd("/v3/kv/put", body).await.map(drop);
+        }
         let mut url = self.url(key);
         if let Some(cas) = cas {
             url.push_str(&format!("?cas={cas}"));
@@ -86,6 +186,15 @@ impl Target {
 
     /// The key's modify index (0 if absent).
     async fn get(&self, key: u64) -> Result<u64, String> {
+        if self.api == Api::Etcd {
+            let serializable = self.consistency == "stale";
+            let body =
+                format!(r#"{{"key":"{}","serializable":{serializable}}}"#, base64(key_name(key).as_bytes()));
+            let body = self.etcd("/v3/kv/range", body).await?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|_| "bad_response".to_owned())?;
+            return Ok(json["kvs"][0]["mod_revision"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0));
+        }
         let url = format!("{}?consistency={}", self.url(key), self.consistency);
         match self.client.get(url).send().await {
             Ok(r) if r.status().is_success() => {
@@ -153,12 +262,7 @@ async fn prefill(client: &reqwest::Client, args: &BenchArgs, value: &Bytes) -> R
     let workers = args.clients.clamp(1, 32) as u64;
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let target = Target {
-            client: client.clone(),
-            endpoint: args.endpoints[w as usize % args.endpoints.len()].clone(),
-            value: value.clone(),
-            consistency: args.consistency.clone(),
-        };
+        let target = Target::new(client, args, &args.endpoints[w as usize % args.endpoints.len()], value);
         tasks.push(tokio::spawn(async move {
             let mut key = w;
             while key < keys {
@@ -218,17 +322,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         prefill(&client, &args, &value).await?;
     }
 
+    if args.api == Api::Etcd && args.workload == Workload::Cas {
+        return Err("--workload cas is raft-kv only (etcd needs a transaction for it)".into());
+    }
+    let term_before = highest_term(&client, args.api, &args.endpoints).await;
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let stop = started + args.duration;
     let mut tasks = Vec::new();
     for i in 0..args.clients {
-        let target = Target {
-            client: client.clone(),
-            endpoint: args.endpoints[i % args.endpoints.len()].clone(),
-            value: value.clone(),
-            consistency: args.consistency.clone(),
-        };
+        let target = Target::new(&client, &args, &args.endpoints[i % args.endpoints.len()], &value);
         let seed = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1);
         tasks.push(tokio::spawn(client_loop(target, args.workload, args.keys, seed, stop, done.clone())));
     }
@@ -271,6 +374,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let elapsed = started.elapsed().as_secs_f64();
     ticker.abort();
     bar.finish_and_clear();
+    let term_after = highest_term(&client, args.api, &args.endpoints).await;
+    let term_changes = match (term_before, term_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
 
     let ops = latency.len();
     let error_count: u64 = errors.values().sum();
@@ -278,6 +386,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let q = |quantile: f64| if ops == 0 { 0 } else { latency.value_at_quantile(quantile) };
     if args.json {
         let report = json!({
+            "api": format!("{:?}", args.api).to_lowercase(),
             "workload": format!("{:?}", args.workload).to_lowercase(),
             "clients": args.clients,
             "endpoints": args.endpoints,
@@ -289,6 +398,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             "errors_total": error_count,
             "errors": errors,
             "ops_per_sec": throughput,
+            "term_before": term_before,
+            "term_after": term_after,
+            "term_changes": term_changes,
             "latency_ms": {
                 "mean": if ops == 0 { 0.0 } else { latency.mean() / 1000.0 },
                 "p50": ms(q(0.5)),
@@ -322,6 +434,39 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         for (code, count) in &errors {
             println!("error       {code}: {count}");
         }
+        match (term_before, term_after) {
+            (Some(before), Some(after)) => {
+                println!("raft term   {before} -> {after} ({} term changes)", after.saturating_sub(before))
+            }
+            _ => println!("raft term   unknown (the endpoints did not report it)"),
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn keys_are_eight_bytes() {
+        assert_eq!(key_name(42), "k0000042");
+        assert_eq!(key_name(9_999_999).len(), 8);
+    }
 }

@@ -13,6 +13,7 @@
 mod auth;
 mod bench;
 mod client;
+mod echo;
 mod local;
 mod server;
 mod store;
@@ -39,6 +40,9 @@ enum Cmd {
     Local(LocalArgs),
     /// Closed-loop load generator with a latency report.
     Bench(BenchArgs),
+    /// The client API's HTTP server with nothing behind it (no Raft, no
+    /// disk): the ceiling `bench` can reach on this machine.
+    Echo(EchoArgs),
     /// Write a throwaway CA and node certificates for TLS (reuses DIR's CA if
     /// there is one: run it again to rotate the node certificates).
     Certs(CertsArgs),
@@ -97,7 +101,7 @@ impl Cmd {
             | Cmd::Status { endpoint }
             | Cmd::Cluster { endpoint, .. } => Some((&endpoint.token, &endpoint.tls)),
             Cmd::Bench(args) => Some((&args.token, &args.tls)),
-            Cmd::Serve(_) | Cmd::Local(_) | Cmd::Certs(_) => None,
+            Cmd::Serve(_) | Cmd::Local(_) | Cmd::Certs(_) | Cmd::Echo(_) => None,
         }
     }
 }
@@ -261,6 +265,13 @@ pub(crate) struct LocalArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct EchoArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub(crate) listen: String,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct CertsArgs {
     /// Where to write ca.pem, node-N.pem, node-N-key.pem, client.pem, client-key.pem.
     #[arg(long)]
@@ -312,6 +323,10 @@ pub(crate) struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The API the endpoints speak: raft-kv's, or etcd v3's JSON gateway
+    /// (to compare both with one load generator).
+    #[arg(long, value_enum, default_value = "raft-kv")]
+    pub(crate) api: bench::Api,
     #[command(flatten)]
     pub(crate) token: TokenArg,
     #[command(flatten)]
@@ -356,6 +371,7 @@ fn main() -> ExitCode {
             Cmd::Local(args) => local::run(args).await,
             Cmd::Certs(args) => tls::write_certs(&args),
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Echo(args) => echo::run(args).await,
             Cmd::Get { endpoint, key, consistency } => {
                 client::get(&endpoint.endpoint, &key, &consistency).await
             }

@@ -570,6 +570,9 @@ async fn local_cluster_serves_benches_and_stops_on_sigint() {
     assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
     assert!(report["ops_per_sec"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{report}");
+    // The nodes report their term before and after; nothing failed here.
+    assert!(report["term_before"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["term_changes"].as_u64(), Some(0), "{report}");
 
     let sent = Command::new("kill").args(["-INT", &local.id().to_string()]).status().unwrap();
     assert!(sent.success());
@@ -1014,4 +1017,91 @@ async fn local_auth_prints_working_tokens_per_role_and_closes_the_api() {
         assert!(start.elapsed() < DEADLINE, "local did not stop on SIGINT");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `raft-kv echo` answers the bench like a node (the HTTP ceiling), and
+/// reports no Raft term.
+#[test]
+fn bench_drives_the_echo_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let mut echo = Command::new(BIN).args(["echo", "--listen", &address]).spawn().unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(start.elapsed() < DEADLINE, "echo did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let endpoint = format!("http://{address}");
+    let output = Command::new(BIN)
+        .args(["bench", "--endpoints", &endpoint, "--clients", "2", "--duration", "500ms", "--json"])
+        .output()
+        .unwrap();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report = json(&output.stdout);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors_total"].as_u64(), Some(0), "{report}");
+    assert!(report["term_changes"].is_null(), "{report}");
+}
+
+/// `bench --api etcd` speaks etcd's JSON gateway: a stand-in gateway checks
+/// the base64 key and value of every put, and its term is read from the
+/// header of `/v3/maintenance/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_speaks_the_etcd_gateway() {
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let puts = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let term = Arc::new(AtomicU64::new(7));
+    let app = axum::Router::new()
+        .route(
+            "/v3/kv/put",
+            post({
+                let (puts, bad) = (puts.clone(), bad.clone());
+                move |body: axum::body::Bytes| async move {
+                    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    // base64 of "k" + 7 digits is 12 characters starting
+                    // "azAw" ("k00"); 16 'x's are "eHh4" x5 + "eA==".
+                    let key_ok = json["key"].as_str().is_some_and(|k| k.len() == 12 && k.starts_with("azAw"));
+                    let value_ok = json["value"].as_str() == Some("eHh4eHh4eHh4eHh4eHh4eA==");
+                    if key_ok && value_ok {
+                        puts.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                    r#"{"header":{"revision":"2"}}"#
+                }
+            }),
+        )
+        .route(
+            "/v3/maintenance/status",
+            post({
+                let term = term.clone();
+                move || async move {
+                    let t = term.fetch_add(2, Ordering::Relaxed);
+                    format!(r#"{{"header":{{"raft_term":"{t}"}},"leader":"1"}}"#)
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["bench", "--api", "etcd", "--endpoints", &endpoint, "--clients", "2"])
+            .args(["--duration", "500ms", "--value-size", "16", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "bench failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report = json(&output.stdout);
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "malformed puts: {report}");
+    assert_eq!(report["ops"].as_u64(), Some(puts.load(Ordering::Relaxed)), "{report}");
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!((report["term_before"].as_u64(), report["term_changes"].as_u64()), (Some(7), Some(2)));
 }
