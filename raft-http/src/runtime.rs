@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use raft_core::{
     Action, Body, Config, ConfigChangeError, EarlySends, Entry, Index, Input, Lost, Membership, Message,
-    Node, NodeId, Payload, Persist, ReadId, Restored, Role, SnapshotMeta, Term, TransferError,
+    Node, NodeId, Payload, Persist, ProposeError, ReadId, Restored, Role, SnapshotMeta, Term, TransferError,
 };
-use raft_storage::{FileStorage, Storage, StorageError};
+use raft_storage::{FileStorage, MemStorage, Storage, StorageError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, RestoreError};
@@ -159,24 +159,16 @@ impl RaftNode {
     /// Must be called inside a tokio runtime with the timer enabled.
     pub async fn start(
         options: Options,
-        mut state_machine: impl StateMachine,
+        state_machine: impl StateMachine,
         connect: impl Connect,
     ) -> Result<RaftHandle, Error> {
-        let id = options.config.id;
         let dir = options.data_dir.clone();
         let storage_options = options.storage.clone();
         let membership = options.initial_membership.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<_, Error> {
             let (mut storage, recovered) = FileStorage::open(&dir, storage_options)?;
             if recovered.is_new() {
-                let restored = match membership {
-                    Some(m) => {
-                        let restored = Restored::new_cluster(m);
-                        storage.save_snapshot(&restored.snapshot, &[])?;
-                        restored
-                    }
-                    None => Restored::joining(),
-                };
+                let restored = new_node(&mut storage, membership)?;
                 return Ok((storage, restored, None));
             }
             let data = if recovered.restored.snapshot.index > 0 {
@@ -189,6 +181,33 @@ impl RaftNode {
         .await
         .map_err(|_| Error::Stopped)??;
         let (storage, restored, snapshot_data) = opened;
+        Self::launch(options, Box::new(storage), restored, snapshot_data, state_machine, connect)
+    }
+
+    /// [`RaftNode::start`] with the log, hard state and snapshots in memory
+    /// ([`raft_storage::MemStorage`]): nothing is written to disk and nothing
+    /// survives the process, so a "restart" is a new node. For tests,
+    /// benchmarks of the runtime itself, and nodes whose durability comes
+    /// from elsewhere. [`Options::data_dir`] is not used.
+    pub async fn start_in_memory(
+        options: Options,
+        state_machine: impl StateMachine,
+        connect: impl Connect,
+    ) -> Result<RaftHandle, Error> {
+        let mut storage = MemStorage::new();
+        let restored = new_node(&mut storage, options.initial_membership.clone())?;
+        Self::launch(options, Box::new(storage), restored, None, state_machine, connect)
+    }
+
+    fn launch(
+        options: Options,
+        storage: Box<dyn Storage + Send>,
+        restored: Restored,
+        snapshot_data: Option<Bytes>,
+        mut state_machine: impl StateMachine,
+        connect: impl Connect,
+    ) -> Result<RaftHandle, Error> {
+        let id = options.config.id;
         let first_applied = restored.snapshot.index;
         let node = Node::new(options.config.clone(), restored)?;
         let metrics = Metrics::new();
@@ -252,6 +271,7 @@ impl RaftNode {
             persist_tx: Some(persist_tx),
             apply_tx: Some(apply_tx),
             registrations: Vec::new(),
+            proposals: Vec::new(),
             leader_tx,
             reads: HashMap::new(),
             next_read: 1,
@@ -302,6 +322,20 @@ impl RaftNode {
     }
 }
 
+/// The state of a node whose storage holds nothing yet: a member of a new
+/// cluster (its configuration saved as the index-0 snapshot) or, without a
+/// membership, a node that joins an existing one.
+fn new_node(storage: &mut dyn Storage, membership: Option<Membership>) -> Result<Restored, Error> {
+    Ok(match membership {
+        Some(m) => {
+            let restored = Restored::new_cluster(m);
+            storage.save_snapshot(&restored.snapshot, &[])?;
+            restored
+        }
+        None => Restored::joining(),
+    })
+}
+
 /// Work for the storage thread, done in order.
 enum StorageJob {
     /// `Persist`s and installed snapshots, made durable in order; answered
@@ -329,7 +363,7 @@ enum Durable {
     RestoreFailed(Index, RestoreError),
 }
 
-fn write_ops(storage: &mut FileStorage, ops: Vec<StorageOp>) -> Result<(), StorageError> {
+fn write_ops(storage: &mut dyn Storage, ops: Vec<StorageOp>) -> Result<(), StorageError> {
     let mut run = Vec::new();
     for op in ops {
         match op {
@@ -350,7 +384,7 @@ fn write_ops(storage: &mut FileStorage, ops: Vec<StorageOp>) -> Result<(), Stora
 }
 
 fn storage_loop(
-    mut storage: FileStorage,
+    mut storage: Box<dyn Storage + Send>,
     jobs: std::sync::mpsc::Receiver<StorageJob>,
     durable: mpsc::UnboundedSender<Durable>,
     metrics: Metrics,
@@ -368,7 +402,7 @@ fn storage_loop(
                     })
                     .sum();
                 let started = Instant::now();
-                let result = write_ops(&mut storage, ops);
+                let result = write_ops(storage.as_mut(), ops);
                 metrics.0.fsync.record_duration(started.elapsed());
                 metrics.0.storage_batch_entries.record(entries as u64);
                 Durable::Batch(result)
@@ -549,6 +583,8 @@ struct Driver {
     apply_tx: Option<mpsc::UnboundedSender<ApplyMsg>>,
     /// Proposals accepted since the last message to the apply thread.
     registrations: Vec<Registration>,
+    /// Proposals taken this round, not stepped yet (`flush_proposals`).
+    proposals: Vec<(Bytes, oneshot::Sender<Result<Bytes, Error>>)>,
     leader_tx: watch::Sender<LeaderState>,
     reads: HashMap<ReadId, oneshot::Sender<Result<Index, Error>>>,
     next_read: ReadId,
@@ -648,12 +684,16 @@ impl Driver {
                     Err(_) => break,
                 }
             }
+            self.flush_proposals();
             if !self.dispatch() {
                 break 'run;
             }
         }
         // Requests still queued were never stepped: say so, since a dropped
         // reply reads as "taken, outcome unknown".
+        for (_, reply) in self.proposals.drain(..) {
+            let _ = reply.send(Err(Error::Stopped));
+        }
         commands.close();
         while let Ok(command) = commands.try_recv() {
             refuse(command);
@@ -672,6 +712,12 @@ impl Driver {
 
     /// Steps one command; false means stop.
     fn command(&mut self, command: Command) -> bool {
+        // Proposals have no order with respect to messages (either order is
+        // a valid interleaving), but one taken before a configuration
+        // change, a transfer or a read is stepped before it.
+        if !matches!(command, Command::Propose(..) | Command::Messages(_)) {
+            self.flush_proposals();
+        }
         match command {
             Command::Messages(messages) => {
                 self.metrics.0.messages_received.fetch_add(messages.len() as u64, Ordering::Relaxed);
@@ -680,31 +726,9 @@ impl Driver {
                 }
             }
             Command::Propose(data, reply) => {
-                let started = Instant::now();
-                self.proposed_this_round += 1;
-                let start = self.queued.len();
-                self.step(Input::Propose(vec![data]));
-                let outcome = self.queued[start..].iter().find_map(|a| match a {
-                    Action::ProposalAccepted { term, first_index, .. } => Some(Ok((*term, *first_index))),
-                    Action::ProposalRejected { error, .. } => Some(Err(error.clone())),
-                    _ => None,
-                });
-                match outcome {
-                    Some(Ok((term, index))) => {
-                        let registry = &self.metrics.0;
-                        registry.proposals_accepted.fetch_add(1, Ordering::Relaxed);
-                        registry.proposals_inflight.fetch_add(1, Ordering::Relaxed);
-                        self.registrations.push(Registration { index, term, started, reply });
-                    }
-                    Some(Err(error)) => {
-                        self.metrics.0.proposals_rejected.fetch_add(1, Ordering::Relaxed);
-                        let _ = reply.send(Err(Error::from_propose(error)));
-                    }
-                    None => {
-                        self.metrics.0.proposals_rejected.fetch_add(1, Ordering::Relaxed);
-                        let _ = reply.send(Err(Error::NoLeader));
-                    }
-                }
+                // Gathered and stepped as one batch (`flush_proposals`):
+                // one append, one AppendEntries per follower per round.
+                self.proposals.push((data, reply));
             }
             Command::Read(_, reply) if !self.node.membership().contains(self.node.id()) => {
                 let _ = reply.send(Err(Error::NotMember));
@@ -762,6 +786,79 @@ impl Driver {
 
     fn step(&mut self, input: Input) {
         self.node.step_into(input, &mut self.queued);
+    }
+
+    /// Steps the proposals gathered since the last call as one
+    /// `Input::Propose` and registers each for its response. If the core
+    /// refuses the batch for a reason that depends on its contents (a
+    /// command too large, the uncommitted limit), each is stepped on its
+    /// own so that only the offending ones are refused.
+    fn flush_proposals(&mut self) {
+        if self.proposals.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let count = self.proposals.len() as u64;
+        self.proposed_this_round += count;
+        let mut proposals = std::mem::take(&mut self.proposals);
+        let batch = proposals.len() > 1;
+        let outcome = self.propose(proposals.iter().map(|(data, _)| data.clone()).collect());
+        match outcome {
+            Some(Err(ProposeError::TooLarge { .. } | ProposeError::UncommittedLimit { .. })) if batch => {
+                for (data, reply) in proposals.drain(..) {
+                    let outcome = self.propose(vec![data]);
+                    self.answer_proposals(outcome, started, vec![reply]);
+                }
+            }
+            outcome => {
+                self.answer_proposals(outcome, started, proposals.drain(..).map(|(_, reply)| reply).collect())
+            }
+        }
+        // Keep the buffer's capacity for the next round.
+        self.proposals = proposals;
+    }
+
+    /// Steps `Input::Propose(commands)`: accepted at (term, first index),
+    /// refused, or `None` when the core said neither.
+    fn propose(&mut self, commands: Vec<Bytes>) -> Option<Result<(Term, Index), ProposeError>> {
+        let start = self.queued.len();
+        self.step(Input::Propose(commands));
+        self.queued[start..].iter().find_map(|a| match a {
+            Action::ProposalAccepted { term, first_index, .. } => Some(Ok((*term, *first_index))),
+            Action::ProposalRejected { error, .. } => Some(Err(error.clone())),
+            _ => None,
+        })
+    }
+
+    fn answer_proposals(
+        &mut self,
+        outcome: Option<Result<(Term, Index), ProposeError>>,
+        started: Instant,
+        replies: Vec<oneshot::Sender<Result<Bytes, Error>>>,
+    ) {
+        let registry = &self.metrics.0;
+        let count = replies.len() as u64;
+        match outcome {
+            Some(Ok((term, first))) => {
+                registry.proposals_accepted.fetch_add(count, Ordering::Relaxed);
+                registry.proposals_inflight.fetch_add(count, Ordering::Relaxed);
+                for (index, reply) in (first..).zip(replies) {
+                    self.registrations.push(Registration { index, term, started, reply });
+                }
+            }
+            Some(Err(error)) => {
+                registry.proposals_rejected.fetch_add(count, Ordering::Relaxed);
+                for reply in replies {
+                    let _ = reply.send(Err(Error::from_propose(error.clone())));
+                }
+            }
+            None => {
+                registry.proposals_rejected.fetch_add(count, Ordering::Relaxed);
+                for reply in replies {
+                    let _ = reply.send(Err(Error::NoLeader));
+                }
+            }
+        }
     }
 
     /// Starts what was stepped: actions before the first `Persist` run now,
@@ -1113,23 +1210,29 @@ mod tests {
             .collect()
     }
 
-    /// The raft-core contract: nothing that follows a `Persist` runs before
-    /// the storage thread reports the batch durable, and every `Persist`
-    /// stepped meanwhile joins the next batch.
-    #[test]
-    fn actions_after_a_persist_wait_until_it_is_durable() {
+    struct TestDriver {
+        driver: Driver,
+        persist_rx: std::sync::mpsc::Receiver<StorageJob>,
+        apply_rx: mpsc::UnboundedReceiver<ApplyMsg>,
+        leader_rx: watch::Receiver<LeaderState>,
+    }
+
+    /// The driver of a one-node cluster, with the storage and apply
+    /// threads' ends of its channels in the test's hands.
+    fn test_driver(config: Config) -> TestDriver {
         let membership = Membership::with_voters([(1, "local")]);
-        let node = Node::new(Config::new(1), Restored::new_cluster(membership)).unwrap();
+        let node = Node::new(config, Restored::new_cluster(membership)).unwrap();
         let (persist_tx, persist_rx) = std::sync::mpsc::channel();
-        let (apply_tx, mut apply_rx) = mpsc::unbounded_channel();
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (leader_tx, leader_rx) = watch::channel(LeaderState { term: 0, leader: None, is_leader: false });
-        let mut driver = Driver {
+        let driver = Driver {
             node,
             connect: Arc::new(Nothing),
             peers: HashMap::new(),
             persist_tx: Some(persist_tx),
             apply_tx: Some(apply_tx),
             registrations: Vec::new(),
+            proposals: Vec::new(),
             leader_tx,
             reads: HashMap::new(),
             next_read: 1,
@@ -1151,6 +1254,15 @@ mod tests {
             in_flight_last: None,
             replicate_while_writing: true,
         };
+        TestDriver { driver, persist_rx, apply_rx, leader_rx }
+    }
+
+    /// The raft-core contract: nothing that follows a `Persist` runs before
+    /// the storage thread reports the batch durable, and every `Persist`
+    /// stepped meanwhile joins the next batch.
+    #[test]
+    fn actions_after_a_persist_wait_until_it_is_durable() {
+        let TestDriver { mut driver, persist_rx, mut apply_rx, leader_rx } = test_driver(Config::new(1));
         // Elect: the vote for itself is a Persist, and the RoleChanged after
         // it is held back until that write is acknowledged.
         while driver.node.role() != Role::Leader {
@@ -1168,6 +1280,7 @@ mod tests {
         let (reply_b, _wait_b) = oneshot::channel();
         assert!(driver.command(Command::Propose("a".into(), reply_a)));
         assert!(driver.command(Command::Propose("b".into(), reply_b)));
+        driver.flush_proposals();
         assert!(driver.dispatch());
         assert!(persist_rx.try_recv().is_err(), "a second batch started while one is in flight");
 
@@ -1191,5 +1304,64 @@ mod tests {
             }
         }
         assert_eq!(applied, 2);
+    }
+
+    fn elect(driver: &mut Driver, persist_rx: &std::sync::mpsc::Receiver<StorageJob>) {
+        while driver.node.role() != Role::Leader {
+            driver.step(Input::Tick);
+            assert!(driver.dispatch());
+        }
+        let _ = persist_rx.try_recv().unwrap();
+        driver.on_durable();
+        assert!(driver.dispatch());
+        while let Ok(job) = persist_rx.try_recv() {
+            drop(job);
+            driver.on_durable();
+            assert!(driver.dispatch());
+        }
+    }
+
+    /// Proposals taken in one round are stepped as one batch: one Persist
+    /// holds them all, in the order they came, each registered at its own
+    /// index. A command too large for the core is refused on its own while
+    /// the rest of its round is accepted.
+    #[test]
+    fn a_round_of_proposals_is_one_batch_and_a_bad_one_is_refused_alone() {
+        let config = Config { bytes_per_message_max: 64, ..Config::new(1) };
+        let TestDriver { mut driver, persist_rx, .. } = test_driver(config);
+        elect(&mut driver, &persist_rx);
+
+        let mut waits = Vec::new();
+        for command in ["a", "b", "c"] {
+            let (reply, wait) = oneshot::channel();
+            assert!(driver.command(Command::Propose(command.into(), reply)));
+            waits.push(wait);
+        }
+        driver.flush_proposals();
+        assert!(driver.dispatch());
+        let batch = persists(persist_rx.try_recv().unwrap());
+        assert_eq!(batch.len(), 1, "one Persist for the round: {batch:?}");
+        let payloads: Vec<_> = batch[0].entries.iter().map(|e| e.payload.clone()).collect();
+        let expected: Vec<_> = ["a", "b", "c"].map(|c| Payload::Command(Bytes::from(c))).into();
+        assert_eq!(payloads, expected);
+        let first = batch[0].entries[0].index;
+        let indexes: Vec<_> = driver.registrations.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![first, first + 1, first + 2]);
+        driver.on_durable();
+        assert!(driver.dispatch());
+
+        let (ok_reply, _ok_wait) = oneshot::channel();
+        let (big_reply, mut big_wait) = oneshot::channel();
+        assert!(driver.command(Command::Propose("fits".into(), ok_reply)));
+        assert!(driver.command(Command::Propose(Bytes::from(vec![0u8; 65]), big_reply)));
+        driver.flush_proposals();
+        assert!(matches!(
+            big_wait.try_recv(),
+            Ok(Err(Error::Rejected(ProposeError::TooLarge { size: 65, max: 64 })))
+        ));
+        assert!(driver.dispatch());
+        let batch = persists(persist_rx.try_recv().unwrap());
+        let entries: Vec<_> = batch.iter().flat_map(|p| &p.entries).map(|e| e.payload.clone()).collect();
+        assert_eq!(entries, vec![Payload::Command(Bytes::from("fits"))]);
     }
 }
