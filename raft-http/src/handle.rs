@@ -112,7 +112,8 @@ impl RaftHandle {
     /// [`Error::NotLeader`] with the leader it knows of, or
     /// [`Error::NoLeader`].
     pub async fn propose_local(&self, command: impl Into<Bytes>) -> Result<Bytes, Error> {
-        match self.local(Request::Propose(command.into()), self.shared.propose_timeout).await? {
+        let deadline = Instant::now() + self.shared.propose_timeout;
+        match self.local(Request::Propose(command.into()), deadline).await? {
             Reply::Applied(response) => Ok(response),
             other => Err(Error::Forward(format!("unexpected reply to a proposal: {other:?}"))),
         }
@@ -157,15 +158,16 @@ impl RaftHandle {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            // One clock read per attempt: the first one's is the deadline's.
+            if attempt > 1 && Instant::now() >= deadline {
                 return Err(Error::Timeout);
             }
             let before = self.leader.borrow().leader;
             let mut tried = None;
-            let outcome = match self.local(request.clone(), remaining).await {
+            let outcome = match self.local(request.clone(), deadline).await {
                 Err(Error::NotLeader { leader_hint }) if leader_hint != self.shared.id => {
                     tried = Some(leader_hint);
+                    let remaining = deadline.saturating_duration_since(Instant::now());
                     self.forward(leader_hint, &request, remaining).await
                 }
                 other => other,
@@ -196,8 +198,8 @@ impl RaftHandle {
     }
 
     /// Runs `request` on this node only.
-    async fn local(&self, request: Request, timeout: Duration) -> Result<Reply, Error> {
-        self.local_or(request, timeout, || Error::StoppedInFlight).await
+    async fn local(&self, request: Request, deadline: Instant) -> Result<Reply, Error> {
+        self.local_or(request, deadline, || Error::StoppedInFlight).await
     }
 
     /// [`RaftHandle::local`], answering `taken_then_stopped()` when the node
@@ -205,7 +207,7 @@ impl RaftHandle {
     async fn local_or(
         &self,
         request: Request,
-        timeout: Duration,
+        deadline: Instant,
         taken_then_stopped: impl Fn() -> Error,
     ) -> Result<Reply, Error> {
         let work = async {
@@ -233,7 +235,7 @@ impl RaftHandle {
                 }
             }
         };
-        tokio::time::timeout(timeout, work).await.map_err(|_| Error::Timeout)?
+        tokio::time::timeout_at(deadline, work).await.map_err(|_| Error::Timeout)?
     }
 
     async fn forward(&self, leader: NodeId, request: &Request, timeout: Duration) -> Result<Reply, Error> {
@@ -258,7 +260,7 @@ impl RaftHandle {
             // retries: right only if this node never took the request.
             Ok(request) => {
                 let stopped = || Error::Forward("the leader stopped with the request in flight".into());
-                self.local_or(request, self.shared.propose_timeout, stopped).await
+                self.local_or(request, Instant::now() + self.shared.propose_timeout, stopped).await
             }
             Err(message) => Err(Error::Forward(message)),
         };
@@ -414,10 +416,9 @@ impl RaftHandle {
             term = status.term,
             "handing leadership over before shutting down"
         );
-        let remaining = deadline.saturating_duration_since(Instant::now());
         // On this node only: had it lost leadership meanwhile, a forwarded
         // transfer would move leadership between the others for nothing.
-        if let Err(e) = self.local(Request::TransferLeadership(to), remaining).await {
+        if let Err(e) = self.local(Request::TransferLeadership(to), deadline).await {
             tracing::warn!(
                 node = self.shared.id,
                 to,

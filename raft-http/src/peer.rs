@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,9 @@ pub trait Connect: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct ChannelNetwork {
     nodes: Arc<Mutex<HashMap<NodeId, RaftHandle>>>,
+    /// Bumped by every register and unregister, so that peers can keep the
+    /// recipient's handle and look it up again only when it changed.
+    version: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for ChannelNetwork {
@@ -93,6 +97,7 @@ impl ChannelNetwork {
     pub fn register(&self, id: NodeId, handle: RaftHandle) {
         if let Ok(mut nodes) = self.nodes.lock() {
             nodes.insert(id, handle);
+            self.version.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -100,13 +105,22 @@ impl ChannelNetwork {
     pub fn unregister(&self, id: NodeId) {
         if let Ok(mut nodes) = self.nodes.lock() {
             nodes.remove(&id);
+            self.version.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The current handle of `id`, and the version it was read at.
+    fn lookup(&self, id: NodeId) -> (u64, Option<RaftHandle>) {
+        match self.nodes.lock() {
+            Ok(nodes) => (self.version.load(Ordering::Acquire), nodes.get(&id).cloned()),
+            Err(_) => (u64::MAX, None),
         }
     }
 }
 
 impl Connect for ChannelNetwork {
     fn connect(&self, id: NodeId, _address: &str) -> Box<dyn Peer> {
-        Box::new(ChannelPeer { id, network: self.clone() })
+        Box::new(ChannelPeer { id, network: self.clone(), cached: Mutex::new(None) })
     }
 
     /// Hands the request straight to the registered node.
@@ -123,12 +137,18 @@ impl Connect for ChannelNetwork {
 struct ChannelPeer {
     id: NodeId,
     network: ChannelNetwork,
+    /// The recipient's handle as of a network version.
+    cached: Mutex<Option<(u64, Option<RaftHandle>)>>,
 }
 
 impl Peer for ChannelPeer {
     fn send(&self, message: Message) {
-        let handle = self.network.nodes.lock().ok().and_then(|nodes| nodes.get(&self.id).cloned());
-        if let Some(handle) = handle {
+        let Ok(mut cached) = self.cached.lock() else { return };
+        let version = self.network.version.load(Ordering::Acquire);
+        if cached.as_ref().is_none_or(|(seen, _)| *seen != version) {
+            *cached = Some(self.network.lookup(self.id));
+        }
+        if let Some((_, Some(handle))) = cached.as_ref() {
             let _ = handle.receive(vec![message]);
         }
     }

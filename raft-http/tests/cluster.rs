@@ -652,6 +652,76 @@ async fn snapshots_compact_the_log_catch_up_a_lagging_node_and_survive_restarts(
     }
 }
 
+/// Nodes with their storage in memory (written by the node task itself)
+/// replicate concurrent proposals, compact their logs, and bring a new,
+/// empty node up to date with a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_nodes_replicate_compact_and_catch_up_by_snapshot() {
+    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
+    let network = ChannelNetwork::new();
+    let options = |id: NodeId| {
+        let mut config = Config::new(id);
+        config.snapshot_entries_max = 20;
+        config.log_tail_entries = 5;
+        Options::new(config, "unused").initial_membership(membership.clone())
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let recorder = Recorder::default();
+        let handle = RaftNode::start_in_memory(options(id), recorder.clone(), network.clone()).await.unwrap();
+        network.register(id, handle.clone());
+        nodes.push((handle, recorder));
+    }
+    let handles: Vec<&RaftHandle> = nodes.iter().map(|(h, _)| h).collect();
+    let leader = agreed_leader(&handles).await;
+    let lagging = (leader + 1) % 3;
+    network.unregister(lagging as NodeId + 1);
+    nodes[lagging].0.shutdown().await;
+
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let leader = nodes[leader].0.clone();
+        tasks.push(tokio::spawn(async move { leader.propose(format!("p{i}")).await }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(within("proposal", task).await.unwrap().unwrap(), Bytes::from(format!("ok:p{i}")));
+    }
+    // The core asks for a snapshot as entries apply (none while one is being
+    // saved): a few more, one at a time, so it asks again after the burst.
+    let alive: Vec<&RaftHandle> =
+        nodes.iter().enumerate().filter(|(i, _)| *i != lagging).map(|(_, (h, _))| h).collect();
+    for i in 0..30 {
+        propose(&alive, &format!("s{i}")).await;
+    }
+    // Snapshots are taken and saved in the background: wait for one past 50.
+    let mut first_index = 0;
+    for _ in 0..200 {
+        first_index = nodes[leader].0.status().await.unwrap().first_index;
+        if first_index > 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(first_index > 50, "the leader never compacted its log past 50: {first_index}");
+    let expected = nodes[leader].1.commands();
+    assert_eq!(expected.len(), 130);
+
+    // An empty node in the lagging one's place: only a snapshot can bring
+    // it up, the log before it being gone.
+    let id = lagging as NodeId + 1;
+    let fresh = Recorder::default();
+    let handle = RaftNode::start_in_memory(options(id), fresh.clone(), network.clone()).await.unwrap();
+    network.register(id, handle.clone());
+    nodes[lagging] = (handle, fresh.clone());
+    until("the new node to catch up", || fresh.commands().len() == 130).await;
+    assert_eq!(fresh.commands(), expected);
+    let status = nodes[lagging].0.status().await.unwrap();
+    assert!(status.first_index > 2, "caught up without a snapshot: {status:?}");
+    for (handle, _) in &nodes {
+        handle.shutdown().await;
+    }
+}
+
 /// How many times `command` was applied to `recorder`.
 fn applied_times(recorder: &Recorder, command: &str) -> usize {
     recorder.commands().iter().filter(|c| &c[..] == command.as_bytes()).count()
