@@ -2,13 +2,16 @@
 """Top functions of a callgrind profile by inclusive and by self instructions.
 
     bench/core-vs-raft-rs/cg_functions.py target/callgrind/raft-core-B1.out [--top 15] [--rounds N]
+    bench/core-vs-raft-rs/cg_functions.py PROFILE --rounds N --callees maybe_commit
 
 callgrind_annotate (3.19) splits a function into one row per source file its
 inlined code came from, and its inclusive rows cannot be added up; this reads
 the profile itself: self = the function's own cost lines (inlined code
 included), inclusive = self + the cost of every call it makes to another
 function. Functions inlined into their callers have no row of their own.
-With --rounds, costs are also shown per round.
+With --rounds, costs are also shown per round. --callees SUBSTRING lists,
+for each function whose name contains it, its self cost and the inclusive
+cost of its calls to each callee.
 """
 import argparse
 import collections
@@ -21,6 +24,7 @@ def parse(path):
     names = {}
     selfc = collections.Counter()
     incl = collections.Counter()
+    edges = collections.defaultdict(collections.Counter)
     total = 0
     npos = 1
     fn = callee = None
@@ -48,6 +52,7 @@ def parse(path):
                     call_cost_next = False
                     if callee != fn:
                         incl[fn] += cost
+                    edges[fn][callee] += cost
                 else:
                     selfc[fn] += cost
                     incl[fn] += cost
@@ -61,7 +66,7 @@ def parse(path):
                 npos = len(line.split()[1:])
             elif line.startswith("summary:") or line.startswith("totals:"):
                 total = int(line.split()[1])
-    return selfc, incl, total or sum(selfc.values())
+    return selfc, incl, edges, total or sum(selfc.values())
 
 
 def main():
@@ -69,8 +74,21 @@ def main():
     ap.add_argument("profile")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=0)
+    ap.add_argument("--callees", metavar="SUBSTRING")
     a = ap.parse_args()
-    selfc, incl, total = parse(a.profile)
+    selfc, incl, edges, total = parse(a.profile)
+
+    def per(cost):
+        return f" {cost / a.rounds:10.1f}/round" if a.rounds else ""
+
+    if a.callees:
+        for name in sorted((n for n in incl if a.callees in n), key=lambda n: -incl[n]):
+            print(f"{name}: inclusive {incl[name]:,}{per(incl[name])}")
+            print(f"{selfc[name]:14,}{per(selfc[name])}  (self)")
+            for callee, cost in edges[name].most_common():
+                print(f"{cost:14,}{per(cost)}  {callee}")
+            print()
+        return
     print(f"{a.profile}: {total:,} Ir" + (f", {total / a.rounds:,.1f} per round" if a.rounds else ""))
     # The frames around the measured rounds (main, lang_start, ...) hold
     # everything; leave them out.
@@ -79,8 +97,7 @@ def main():
         print(f"\n== top {a.top} by {title} Ir")
         rows = [(n, c) for n, c in costs.most_common() if n not in outer][: a.top]
         for name, cost in rows:
-            per = f" {cost / a.rounds:10.1f}/round" if a.rounds else ""
-            print(f"{cost:14,} {100 * cost / total:6.2f}%{per}  {name}")
+            print(f"{cost:14,} {100 * cost / total:6.2f}%{per(cost)}  {name}")
 
 
 if __name__ == "__main__":
