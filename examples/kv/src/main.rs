@@ -182,9 +182,20 @@ pub(crate) struct ServeArgs {
     /// Start empty, to be added to an existing cluster by PUT /v1/cluster on any member.
     #[arg(long, env = "RAFT_KV_JOIN")]
     pub(crate) join: bool,
-    /// Length of one Raft tick (elections take 15-30 ticks, heartbeats every 3).
+    /// Length of one Raft tick, the clock of every timeout (the two below
+    /// are rounded down to whole ticks).
     #[arg(long, env = "RAFT_KV_TICK_MS", default_value_t = 10)]
     pub(crate) tick_ms: u64,
+    /// A follower that hears nothing from a leader for a random time between
+    /// this and twice this starts an election; a leader that hears from no
+    /// majority for this long steps down. Half a second rides out the
+    /// fsync stalls of a busy shared disk (a leader's heartbeats wait for
+    /// its own write) without taking long to replace a dead leader.
+    #[arg(long, env = "RAFT_KV_ELECTION_TIMEOUT_MS", default_value_t = 500)]
+    pub(crate) election_timeout_ms: u64,
+    /// How often a leader sends heartbeats.
+    #[arg(long, env = "RAFT_KV_HEARTBEAT_MS", default_value_t = 50)]
+    pub(crate) heartbeat_ms: u64,
     /// Cluster id sent with every message between nodes; nodes of another cluster are refused.
     #[arg(long, env = "RAFT_KV_CLUSTER_ID", default_value = "raft-kv")]
     pub(crate) cluster_id: String,

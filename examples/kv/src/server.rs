@@ -152,9 +152,22 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let connect = HttpConnect::new(http.clone()).map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let mut config = Config::new(args.id);
+    let ticks = |ms: u64, what: &str| -> Result<u32, String> {
+        u32::try_from(ms / args.tick_ms.max(1)).map_err(|_| format!("{what} {ms} ms is too long"))
+    };
+    config.election_ticks_min = ticks(args.election_timeout_ms, "--election-timeout-ms")?;
+    config.election_ticks_max = config.election_ticks_min.saturating_mul(2);
+    config.heartbeat_ticks = ticks(args.heartbeat_ms, "--heartbeat-ms")?;
+    // Lease reads allow the same 20% clock drift as the core's defaults.
+    config.lease_drift_ticks = config.election_ticks_min / 5;
     config.snapshot_entries_max = args.snapshot_entries.max(1);
     config.log_tail_entries = config.log_tail_entries.min(args.snapshot_entries / 2);
-    config.validate().map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| {
+        format!(
+            "{e} (from --tick-ms {}, --election-timeout-ms {}, --heartbeat-ms {})",
+            args.tick_ms, args.election_timeout_ms, args.heartbeat_ms
+        )
+    })?;
     let mut options = Options::new(config, &args.data_dir).tick(Duration::from_millis(args.tick_ms.max(1)));
     if let Some(membership) = membership {
         options = options.initial_membership(membership);
