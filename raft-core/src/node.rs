@@ -1,6 +1,6 @@
 //! Roles and step dispatch: the Raft state machine itself.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -12,7 +12,7 @@ pub use crate::message::SnapshotMeta;
 use crate::message::{
     AppendResult, Body, ConflictHint, Entry, HardState, Index, Message, NodeId, Payload, Term, TERM_MAX,
 };
-use crate::progress::{Progress, ProgressState};
+use crate::progress::{PeerMap, Progress, ProgressState};
 use crate::quorum::VoteResult;
 use crate::read::{Forwarded, Origin, ReadError, ReadId, ReadPolicy, ReadQueue};
 use crate::rng::Rng;
@@ -381,7 +381,7 @@ pub struct Node {
     transfer: Option<Transfer>,
     /// The membership in force changed during this step.
     membership_changed: bool,
-    progress: BTreeMap<NodeId, Progress>,
+    progress: PeerMap,
     proposed: VecDeque<Proposed>,
     /// Durable changes accumulated during this step, flushed as one
     /// [`Action::Persist`] before the next action of any other kind.
@@ -441,7 +441,7 @@ impl Node {
             change: None,
             transfer: None,
             membership_changed: false,
-            progress: BTreeMap::new(),
+            progress: PeerMap::default(),
             proposed: VecDeque::new(),
             pending: Persist::default(),
             out: Vec::new(),
@@ -598,7 +598,7 @@ impl Node {
                 if self.vote != Some(self.config.id) || self.leader != Some(self.config.id) {
                     return Err("leader has not voted for itself or does not know it leads".into());
                 }
-                for (id, p) in &self.progress {
+                for (id, p) in self.progress.iter() {
                     if p.match_index > last || p.next_index <= p.match_index {
                         return Err(format!("progress of {id} inconsistent: {p:?}, last {last}"));
                     }
@@ -1155,7 +1155,12 @@ impl Node {
                     return;
                 }
                 if p.acked(match_index) {
-                    self.maybe_commit();
+                    // An ack at or below the commit index cannot move it:
+                    // raising one voter's match to m <= commit raises no
+                    // majority above commit.
+                    if match_index > self.commit {
+                        self.maybe_commit();
+                    }
                     self.advance_change();
                     self.maybe_send_timeout_now();
                 }
@@ -1344,9 +1349,7 @@ impl Node {
     /// The follower after `after` in id order (the first one for `None`):
     /// walks the progress map without collecting its keys on the hot path.
     fn next_peer(&self, after: Option<NodeId>) -> Option<NodeId> {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let from = after.map_or(Unbounded, Excluded);
-        self.progress.range((from, Unbounded)).next().map(|(&id, _)| id)
+        self.progress.next_after(after)
     }
 
     fn broadcast_append(&mut self) {

@@ -3,7 +3,87 @@
 
 use std::collections::VecDeque;
 
-use crate::message::Index;
+use crate::message::{Index, NodeId};
+
+/// The leader's progress per follower, in id order: a sorted vector, which
+/// for a handful of followers is several times cheaper to look up and walk
+/// than a `BTreeMap` on the replication path, in the same deterministic
+/// order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerMap(Vec<(NodeId, Progress)>);
+
+impl PeerMap {
+    fn position(&self, id: NodeId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&id, |(peer, _)| *peer)
+    }
+
+    pub(crate) fn get(&self, id: &NodeId) -> Option<&Progress> {
+        self.position(*id).ok().map(|i| &self.0[i].1)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut Progress> {
+        self.position(*id).ok().map(|i| &mut self.0[i].1)
+    }
+
+    pub(crate) fn insert(&mut self, id: NodeId, progress: Progress) {
+        match self.position(id) {
+            Ok(i) => self.0[i].1 = progress,
+            Err(i) => self.0.insert(i, (id, progress)),
+        }
+    }
+
+    /// The progress of `id`, made by `new` if there is none.
+    pub(crate) fn get_or_insert_with(&mut self, id: NodeId, new: impl FnOnce() -> Progress) -> &mut Progress {
+        let i = match self.position(id) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (id, new()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&NodeId, &mut Progress) -> bool) {
+        self.0.retain_mut(|(id, p)| keep(id, p));
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &NodeId> + '_ {
+        self.0.iter().map(|(id, _)| id)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &Progress)> + '_ {
+        self.0.iter().map(|(id, p)| (id, p))
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&NodeId, &mut Progress)> + '_ {
+        self.0.iter_mut().map(|(id, p)| (&*id, p))
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Progress> + '_ {
+        self.0.iter_mut().map(|(_, p)| p)
+    }
+
+    /// The first follower with an id above `after` (the first one for `None`).
+    pub(crate) fn next_after(&self, after: Option<NodeId>) -> Option<NodeId> {
+        let start = match after {
+            None => 0,
+            Some(id) => match self.position(id) {
+                Ok(i) => i + 1,
+                Err(i) => i,
+            },
+        };
+        self.0.get(start).map(|(id, _)| *id)
+    }
+}
 
 /// How the leader is currently sending to a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

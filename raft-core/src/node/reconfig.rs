@@ -131,8 +131,12 @@ impl Node {
             let next = Membership { old_voters: None, ..self.membership.clone() };
             return self.append_membership(next);
         }
-        let members = self.membership.members();
-        self.progress.retain(|id, _| members.contains(id));
+        // Runs on every commit: build the member set only when some
+        // progress belongs to a node that left.
+        if self.progress.keys().any(|&id| !self.membership.contains(id)) {
+            let members = self.membership.members();
+            self.progress.retain(|id, _| members.contains(id));
+        }
         self.advance_change();
         if !self.membership.is_voter(self.config.id) {
             // Section 6: a leader outside C_new steps down once it commits.
@@ -156,7 +160,7 @@ impl Node {
         let next = self.log.last_index() + 1;
         for id in self.membership.members() {
             if id != self.config.id {
-                self.progress.entry(id).or_insert_with(|| Progress::new(next));
+                self.progress.get_or_insert_with(id, || Progress::new(next));
             }
         }
     }
