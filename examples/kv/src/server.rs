@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -456,16 +456,30 @@ fn check_key(key: &str) -> Result<(), Refused> {
     Ok(())
 }
 
+/// The `Idempotency-Key` header, taken without copying the other headers
+/// (axum's `HeaderMap` extractor clones them all, on every write).
+struct IdempotencyHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(IdempotencyHeader(parts.headers.get("idempotency-key").cloned()))
+    }
+}
+
 /// The `cas` and `Idempotency-Key` of a write.
 fn write_params(
     key: &str,
     query: &HashMap<String, String>,
-    headers: &HeaderMap,
+    header: &IdempotencyHeader,
 ) -> Result<(Option<u64>, Option<String>), Refused> {
     check_key(key)?;
     let cas = raft_kv::parse_cas(query).map_err(Refused::bad_request)?;
-    let idempotency_key =
-        raft_kv::parse_idempotency_key(headers.get("idempotency-key")).map_err(Refused::bad_request)?;
+    let idempotency_key = raft_kv::parse_idempotency_key(header.0.as_ref()).map_err(Refused::bad_request)?;
     Ok((cas, idempotency_key))
 }
 
@@ -511,7 +525,7 @@ async fn kv_put(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    headers: IdempotencyHeader,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let value = match body {
@@ -550,7 +564,7 @@ async fn kv_delete(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
+    headers: IdempotencyHeader,
 ) -> Response {
     let (cas, idempotency_key) = match write_params(&key, &query, &headers) {
         Ok(params) => params,
@@ -562,13 +576,13 @@ async fn kv_delete(
 /// Proposes a write (forwarded to the leader if this node follows) and turns
 /// its outcome into a response.
 async fn write(state: &AppState, command: Command) -> Response {
-    let key = match &command.op {
-        Op::Put { key, .. } | Op::Delete { key, .. } => key.clone(),
-    };
+    let (Op::Put { key, .. } | Op::Delete { key, .. }) = &command.op;
     let (code, response) = match state.handle.propose(command.encode()).await {
         Ok(bytes) => match Outcome::decode(&bytes) {
             Outcome::Written { index } | Outcome::Deleted { index } => {
-                ("ok", json_ok(json!({ "index": index })))
+                // The hot path: no JSON tree for a one-field answer.
+                let body = format!(r#"{{"index":{index}}}"#);
+                ("ok", (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
             }
             Outcome::NotFound => {
                 ("not_found", error(StatusCode::NOT_FOUND, "not_found", format!("no key {key:?}")))
