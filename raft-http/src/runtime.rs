@@ -298,6 +298,8 @@ impl RaftNode {
             durable_index: node_last_index,
             in_flight_last: None,
             replicate_while_writing: options.replicate_while_writing,
+            early: None,
+            walked: 0,
         };
         tokio::spawn(driver.run(
             options.tick,
@@ -660,6 +662,11 @@ struct Driver {
     in_flight_last: Option<Index>,
     /// [`Options::replicate_while_writing`].
     replicate_while_writing: bool,
+    /// While a batch is written (and leaders replicate while they write):
+    /// the `EarlySends` walk that began with it.
+    early: Option<EarlySends>,
+    /// How many actions at the front of `queued` that walk has seen.
+    walked: usize,
 }
 
 impl fmt::Debug for Driver {
@@ -917,6 +924,7 @@ impl Driver {
         self.metrics.0.commit_index.store(self.node.commit_index(), Ordering::Relaxed);
         if self.in_flight {
             self.release_durable_applies();
+            self.send_early_while_writing();
             return true;
         }
         if self.queued.is_empty() {
@@ -991,6 +999,9 @@ impl Driver {
         match &self.persist_tx {
             Some(tx) if tx.send(StorageJob::Batch(batch)).is_ok() => {
                 self.in_flight = true;
+                // The walk goes on over what is stepped during the write.
+                self.early = self.replicate_while_writing.then_some(early);
+                self.walked = 0;
                 true
             }
             _ => false,
@@ -1026,6 +1037,9 @@ impl Driver {
                         return;
                     }
                     if let Action::Apply(entries) = self.queued.remove(i) {
+                        if i < self.walked {
+                            self.walked -= 1;
+                        }
                         self.send_to_apply(ApplyMsg::Entries(entries));
                     }
                 }
@@ -1037,6 +1051,25 @@ impl Driver {
                 _ => i += 1,
             }
         }
+    }
+
+    /// While a batch is being written: runs the actions stepped since
+    /// through the walk of raft-core's `EarlySends` that began with the
+    /// batch, in order, and sends at once the messages it allows (a
+    /// leader's new entries, as when the batch started); everything else
+    /// keeps its place in `queued` and waits for the batch.
+    fn send_early_while_writing(&mut self) {
+        let Some(mut early) = self.early.take() else { return };
+        let mut i = self.walked;
+        while i < self.queued.len() {
+            if !early.allows(&self.queued[i]) {
+                i += 1;
+            } else if let Action::Send(message) = self.queued.remove(i) {
+                self.send(message);
+            }
+        }
+        self.walked = i;
+        self.early = Some(early);
     }
 
     /// Sends `msg` to the apply thread, after the registrations gathered
@@ -1052,6 +1085,8 @@ impl Driver {
 
     fn on_durable(&mut self) {
         self.in_flight = false;
+        self.early = None;
+        self.walked = 0;
         if let Some(last) = self.in_flight_last.take() {
             self.durable_index = self.durable_index.max(last);
         }
@@ -1278,14 +1313,17 @@ mod tests {
     /// The driver of a one-node cluster, with the storage and apply
     /// threads' ends of its channels in the test's hands.
     fn test_driver(config: Config) -> TestDriver {
-        let membership = Membership::with_voters([(1, "local")]);
+        test_driver_with(config, Membership::with_voters([(1, "local")]), Arc::new(Nothing))
+    }
+
+    fn test_driver_with(config: Config, membership: Membership, connect: Arc<dyn Connect>) -> TestDriver {
         let node = Node::new(config, Restored::new_cluster(membership)).unwrap();
         let (persist_tx, persist_rx) = std::sync::mpsc::channel();
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let (leader_tx, leader_rx) = watch::channel(LeaderState { term: 0, leader: None, is_leader: false });
         let driver = Driver {
             node,
-            connect: Arc::new(Nothing),
+            connect,
             peers: HashMap::new(),
             persist_tx: Some(persist_tx),
             inline_storage: None,
@@ -1312,6 +1350,8 @@ mod tests {
             durable_index: 0,
             in_flight_last: None,
             replicate_while_writing: true,
+            early: None,
+            walked: 0,
         };
         TestDriver { driver, persist_rx, apply_rx, leader_rx }
     }
@@ -1422,5 +1462,137 @@ mod tests {
         let batch = persists(persist_rx.try_recv().unwrap());
         let entries: Vec<_> = batch.iter().flat_map(|p| &p.entries).map(|e| e.payload.clone()).collect();
         assert_eq!(entries, vec![Payload::Command(Bytes::from("fits"))]);
+    }
+
+    /// Records every message the driver sends, to any node.
+    #[derive(Clone, Default)]
+    struct Wire(Arc<std::sync::Mutex<Vec<Message>>>);
+
+    impl Wire {
+        fn take(&self) -> Vec<Message> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    impl Peer for Wire {
+        fn send(&self, message: Message) {
+            self.0.lock().unwrap().push(message);
+        }
+    }
+
+    impl Connect for Wire {
+        fn connect(&self, _id: NodeId, _address: &str) -> Box<dyn Peer> {
+            Box::new(self.clone())
+        }
+    }
+
+    fn appends_carrying(messages: &[Message], command: &str) -> Vec<(NodeId, Index)> {
+        messages
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::AppendEntries { entries, commit, .. }
+                    if entries
+                        .iter()
+                        .any(|e| e.payload == Payload::Command(Bytes::from(command.to_owned()))) =>
+                {
+                    Some((m.to, *commit))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A leader replicates entries proposed while an earlier batch is being
+    /// written, as raft-core's `EarlySends` allows (its walk goes on over
+    /// what was stepped since), and still holds back any message whose
+    /// commit index counts its own copy still in flight.
+    #[test]
+    fn entries_proposed_during_a_write_go_out_before_it_is_durable_unless_they_reveal_a_commit() {
+        let membership = Membership::with_voters([(1, "a"), (2, "b"), (3, "c")]);
+        let wire = Wire::default();
+        let TestDriver { mut driver, persist_rx, .. } =
+            test_driver_with(Config::new(1), membership, Arc::new(wire.clone()));
+        // Elect node 1: pre-vote, vote (each persisted), no-op committed.
+        let answer = |driver: &mut Driver, wire: &Wire| {
+            for m in wire.take() {
+                let body = match m.body {
+                    Body::PreVote { .. } => Body::PreVoteResponse { granted: true },
+                    Body::RequestVote { .. } => Body::RequestVoteResponse { granted: true },
+                    Body::AppendEntries { prev_index, entries, .. } => {
+                        let match_index = prev_index + entries.len() as Index;
+                        Body::AppendEntriesResponse(raft_core::AppendResult::Success { match_index })
+                    }
+                    _ => continue,
+                };
+                driver.step(Input::Message(Message { from: m.to, to: 1, term: m.term, body }));
+            }
+        };
+        for _ in 0..200 {
+            driver.step(Input::Tick);
+            assert!(driver.dispatch());
+            while persist_rx.try_recv().is_ok() {
+                driver.on_durable();
+                assert!(driver.dispatch());
+            }
+            answer(&mut driver, &wire);
+            assert!(driver.dispatch());
+            while persist_rx.try_recv().is_ok() {
+                driver.on_durable();
+                assert!(driver.dispatch());
+            }
+            if driver.node.role() == Role::Leader && driver.node.commit_index() == driver.node.last_index() {
+                break;
+            }
+        }
+        assert_eq!(driver.node.role(), Role::Leader);
+        let _ = wire.take();
+        let durable = driver.node.last_index();
+
+        // "a" starts a write and goes out with it.
+        let (reply, _a) = oneshot::channel();
+        assert!(driver.command(Command::Propose("a".into(), reply)));
+        driver.flush_proposals();
+        assert!(driver.dispatch());
+        assert!(persist_rx.try_recv().is_ok(), "the batch holding a was not started");
+        assert_eq!(appends_carrying(&wire.take(), "a").len(), 2);
+
+        // "b", proposed while that write is in flight, goes out at once.
+        let (reply, _b) = oneshot::channel();
+        assert!(driver.command(Command::Propose("b".into(), reply)));
+        driver.flush_proposals();
+        assert!(driver.dispatch());
+        let b = appends_carrying(&wire.take(), "b");
+        assert_eq!(b.len(), 2, "b waited for a's write");
+        assert!(b.iter().all(|&(_, commit)| commit <= durable));
+        assert!(persist_rx.try_recv().is_err(), "a second batch started during the first");
+
+        // Node 2 acks a and b: with the leader's own (in-flight) copy that is
+        // a majority, so the commit index now counts a write not yet
+        // durable. "c" must then wait for the write.
+        let b_index = durable + 2;
+        let ack = Body::AppendEntriesResponse(raft_core::AppendResult::Success { match_index: b_index });
+        driver.step(Input::Message(Message { from: 2, to: 1, term: driver.node.term(), body: ack }));
+        assert!(driver.node.commit_index() > durable);
+        let (reply, _c) = oneshot::channel();
+        assert!(driver.command(Command::Propose("c".into(), reply)));
+        driver.flush_proposals();
+        assert!(driver.dispatch());
+        assert!(
+            appends_carrying(&wire.take(), "c").is_empty(),
+            "c revealed a commit counting a pending write"
+        );
+        // a's write done, the next batch (b and c) starts: the commit still
+        // counts b, which is in it, so c waits for that one too.
+        driver.on_durable();
+        assert!(driver.dispatch());
+        assert!(persist_rx.try_recv().is_ok(), "the batch holding b and c was not started");
+        assert!(
+            appends_carrying(&wire.take(), "c").is_empty(),
+            "c revealed a commit counting a pending write"
+        );
+        driver.on_durable();
+        assert!(driver.dispatch());
+        let c = appends_carrying(&wire.take(), "c");
+        assert_eq!(c.len(), 2, "c not sent once the writes were durable: {c:?}");
     }
 }

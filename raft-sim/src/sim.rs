@@ -177,6 +177,10 @@ pub struct SimNode {
     tick_generation: u32,
     outbox: VecDeque<Action>,
     syncing: Option<raft_core::Persist>,
+    /// While `syncing` and leaders replicate while they write: the walk of
+    /// raft-core's [`EarlySends`] that began with that write, continued over
+    /// every action stepped since, as raft-http's driver does.
+    early: Option<EarlySends>,
     held: Vec<Event>,
     /// Client requests waiting for their entry to apply: index -> (client, serial, term).
     waiting: BTreeMap<Index, (usize, u64, Term)>,
@@ -328,6 +332,7 @@ impl Sim {
                 tick_generation: 0,
                 outbox: VecDeque::new(),
                 syncing: None,
+                early: None,
                 held: Vec::new(),
                 waiting: BTreeMap::new(),
                 applied: r.snapshot.index,
@@ -502,6 +507,7 @@ impl Sim {
         sn.life += 1;
         sn.tick_generation += 1;
         sn.outbox.clear();
+        sn.early = None;
         if sn.syncing.take().is_some() {
             self.stats.crashes_while_writing += 1;
         }
@@ -641,8 +647,10 @@ impl Sim {
             let (id, role, term) = (node.id(), node.role(), node.term());
             self.trace.record(self.now, 0, || format!("{id} is {role:?} in term {term}"));
         }
+        let walked = sn.outbox.len();
         sn.outbox.extend(acts.drain(..));
         self.scratch = acts;
+        self.send_early_while_writing(i, walked);
         self.drain(i);
     }
 
@@ -665,6 +673,28 @@ impl Sim {
         Some(truncated.map_or(durable, |from| durable.min(from.saturating_sub(1))))
     }
 
+    /// While node `i` writes, sends at once what the write's [`EarlySends`]
+    /// walk allows among the actions queued from position `from` on (those
+    /// just stepped): the walk goes on over them in order, and what it does
+    /// not allow stays queued, in order, behind the write.
+    fn send_early_while_writing(&mut self, i: usize, from: usize) {
+        let sn = &mut self.nodes[i];
+        let Some(early) = sn.early.as_mut() else { return };
+        let mut sends = Vec::new();
+        let stepped: Vec<Action> = sn.outbox.drain(from..).collect();
+        for action in stepped {
+            if !early.allows(&action) {
+                sn.outbox.push_back(action);
+            } else if let Action::Send(m) = action {
+                sends.push(m);
+            }
+        }
+        self.stats.early_sends += sends.len() as u64;
+        for m in sends {
+            self.send(m);
+        }
+    }
+
     /// Executes queued actions of node `i` in order, stopping at a Persist
     /// whose sync takes time: nothing after it runs before it is durable,
     /// except the messages raft-core's [`EarlySends`] lets a leader send
@@ -683,7 +713,9 @@ impl Sim {
                         sn.disk.apply(p);
                     } else {
                         let (p, early) = if self.opts.plan.replicate_while_writing {
-                            take_early_sends(sn.id, p, &mut sn.outbox)
+                            let (p, walk, early) = take_early_sends(sn.id, p, &mut sn.outbox);
+                            sn.early = Some(walk);
+                            (p, early)
                         } else {
                             (p, Vec::new())
                         };
@@ -927,6 +959,7 @@ impl Sim {
                 let Some(e) = self.hold_if_paused(node, Event::DiskSync { node, life }) else { return };
                 drop(e);
                 let sn = &mut self.nodes[node];
+                sn.early = None;
                 if let Some(p) = sn.syncing.take() {
                     sn.disk.apply(p);
                 }
@@ -1267,8 +1300,10 @@ impl Sim {
         let cap = self.commit_cap(i);
         let sn = &mut self.nodes[i];
         self.checker.after_step(i, sn.node.as_ref().expect("up"), cap);
+        let walked = sn.outbox.len();
         sn.outbox.extend(acts.drain(..));
         self.scratch = acts;
+        self.send_early_while_writing(i, walked);
         self.drain(i);
         result
     }
@@ -1308,12 +1343,13 @@ pub fn restored_with_log(nodes: usize, terms: &[Term], commands: &[Bytes], term:
 }
 
 /// Takes out of `outbox` (the actions after `p`, in order) the messages
-/// node `me` may send while `p` is being written, and gives `p` back.
+/// node `me` may send while `p` is being written, and gives `p` back with
+/// the walk, to be continued over actions stepped during the write.
 fn take_early_sends(
     me: NodeId,
     p: raft_core::Persist,
     outbox: &mut VecDeque<Action>,
-) -> (raft_core::Persist, Vec<Message>) {
+) -> (raft_core::Persist, EarlySends, Vec<Message>) {
     let mut early = EarlySends::new(me);
     let write = Action::Persist(p);
     early.allows(&write);
@@ -1330,5 +1366,5 @@ fn take_early_sends(
             sends.push(m);
         }
     }
-    (p, sends)
+    (p, early, sends)
 }
