@@ -300,6 +300,7 @@ impl RaftNode {
             replicate_while_writing: options.replicate_while_writing,
             early: None,
             walked: 0,
+            ticks_since_expiry: 0,
         };
         tokio::spawn(driver.run(
             options.tick,
@@ -471,13 +472,18 @@ impl LocalSnapshot {
     }
 }
 
+/// Where a proposal's outcome goes.
+type Reply = oneshot::Sender<Result<Bytes, Error>>;
+
 /// The proposal at `index` in `term` waits for its response.
 struct Registration {
     index: Index,
     term: Term,
     /// When the node task received it.
     started: Instant,
-    reply: oneshot::Sender<Result<Bytes, Error>>,
+    /// When it is answered [`Error::Timeout`] if it has not applied.
+    deadline: Instant,
+    reply: Reply,
 }
 
 enum ApplyMsg {
@@ -491,6 +497,9 @@ enum ApplyMsg {
     TakeSnapshot(SnapshotMeta),
     /// Replace the state with this snapshot.
     Restore(SnapshotMeta, Bytes),
+    /// Answer [`Error::Timeout`] to the proposals whose deadline is past
+    /// (sent by the node task every few ticks while any wait).
+    Expire(Instant),
 }
 
 fn apply_loop(
@@ -502,7 +511,8 @@ fn apply_loop(
     durable: mpsc::UnboundedSender<Durable>,
     metrics: Metrics,
 ) {
-    type Waiter = (Term, Instant, oneshot::Sender<Result<Bytes, Error>>);
+    /// A proposal's term, when the node took it, its deadline, its reply.
+    type Waiter = (Term, Instant, Instant, Reply);
     let mut waiters: BTreeMap<Index, Waiter> = BTreeMap::new();
     let registry = &metrics.0;
     let answered = |n: usize| {
@@ -535,7 +545,7 @@ fn apply_loop(
                 let covered: Vec<Index> = waiters.range(..=meta.index).map(|(index, _)| *index).collect();
                 answered(covered.len());
                 for index in covered {
-                    if let Some((_, _, reply)) = waiters.remove(&index) {
+                    if let Some((_, _, _, reply)) = waiters.remove(&index) {
                         let _ = reply.send(Err(Error::Timeout));
                     }
                 }
@@ -543,23 +553,32 @@ fn apply_loop(
                 applied.send_replace(meta.index);
             }
             ApplyMsg::Register(registrations) => {
-                for Registration { index, term, started, reply } in registrations {
-                    if let Some((_, _, old)) = waiters.insert(index, (term, started, reply)) {
+                for Registration { index, term, started, deadline, reply } in registrations {
+                    if let Some((_, _, _, old)) = waiters.insert(index, (term, started, deadline, reply)) {
                         answered(1);
                         let _ = old.send(Err(Error::ProposalLost));
                     }
                 }
             }
+            ApplyMsg::Expire(now) => {
+                // The outcome stays unknown: the entry may still commit.
+                let mut expired = 0;
+                for (_, (_, _, _, reply)) in waiters.extract_if(.., |_, waiter| waiter.2 <= now) {
+                    expired += 1;
+                    let _ = reply.send(Err(Error::Timeout));
+                }
+                answered(expired);
+            }
             ApplyMsg::Lost(lost) => {
                 let indexes: Vec<Index> = waiters
                     .range(lost.first_index..=lost.last_index)
-                    .filter(|(_, (term, _, _))| *term == lost.term)
+                    .filter(|(_, (term, _, _, _))| *term == lost.term)
                     .map(|(index, _)| *index)
                     .collect();
                 answered(indexes.len());
                 registry.proposals_lost.fetch_add(indexes.len() as u64, Ordering::Relaxed);
                 for index in indexes {
-                    if let Some((_, _, reply)) = waiters.remove(&index) {
+                    if let Some((_, _, _, reply)) = waiters.remove(&index) {
                         let _ = reply.send(Err(Error::ProposalLost));
                     }
                 }
@@ -574,7 +593,7 @@ fn apply_loop(
                         Payload::Command(command) => state_machine.apply(entry.index, command),
                         _ => Bytes::new(),
                     };
-                    if let Some((term, started, reply)) = waiters.remove(&entry.index) {
+                    if let Some((term, started, _, reply)) = waiters.remove(&entry.index) {
                         answered(1);
                         let outcome = if term == entry.term {
                             let now = *now.get_or_insert_with(Instant::now);
@@ -597,7 +616,7 @@ fn apply_loop(
 /// Answers a command the node will never step.
 fn refuse(command: Command) {
     match command {
-        Command::Propose(_, reply) => {
+        Command::Propose(_, reply, _) => {
             let _ = reply.send(Err(Error::Stopped));
         }
         Command::SetConfiguration(_, reply) => {
@@ -625,7 +644,7 @@ struct Driver {
     /// Proposals accepted since the last message to the apply thread.
     registrations: Vec<Registration>,
     /// Proposals taken this round, not stepped yet (`flush_proposals`).
-    proposals: Vec<(Bytes, oneshot::Sender<Result<Bytes, Error>>)>,
+    proposals: Vec<(Bytes, Reply, Instant)>,
     leader_tx: watch::Sender<LeaderState>,
     reads: HashMap<ReadId, oneshot::Sender<Result<Index, Error>>>,
     next_read: ReadId,
@@ -667,6 +686,8 @@ struct Driver {
     early: Option<EarlySends>,
     /// How many actions at the front of `queued` that walk has seen.
     walked: usize,
+    /// Ticks since the last `ApplyMsg::Expire`.
+    ticks_since_expiry: u32,
 }
 
 impl fmt::Debug for Driver {
@@ -678,6 +699,10 @@ impl fmt::Debug for Driver {
 /// Inputs stepped per wake-up at most, so ticks and durability
 /// notifications are never starved.
 const COMMANDS_PER_ROUND: usize = 1024;
+
+/// How often (in ticks) proposals past their deadline are answered: a
+/// proposal times out at most this many ticks late.
+const EXPIRE_TICKS: u32 = 5;
 
 impl Driver {
     async fn run(
@@ -714,7 +739,10 @@ impl Driver {
                     }
                     None => break 'run,
                 },
-                _ = interval.tick() => self.step(Input::Tick),
+                _ = interval.tick() => {
+                    self.step(Input::Tick);
+                    self.expire_proposals();
+                }
                 command = commands.recv() => match command {
                     Some(command) => if !self.command(command) { break 'run },
                     None => break 'run,
@@ -743,7 +771,7 @@ impl Driver {
         }
         // Requests still queued were never stepped: say so, since a dropped
         // reply reads as "taken, outcome unknown".
-        for (_, reply) in self.proposals.drain(..) {
+        for (_, reply, _) in self.proposals.drain(..) {
             let _ = reply.send(Err(Error::Stopped));
         }
         commands.close();
@@ -777,10 +805,10 @@ impl Driver {
                     self.step(Input::Message(message));
                 }
             }
-            Command::Propose(data, reply) => {
+            Command::Propose(data, reply, deadline) => {
                 // Gathered and stepped as one batch (`flush_proposals`):
                 // one append, one AppendEntries per follower per round.
-                self.proposals.push((data, reply));
+                self.proposals.push((data, reply, deadline));
             }
             Command::Read(_, reply) if !self.node.membership().contains(self.node.id()) => {
                 let _ = reply.send(Err(Error::NotMember));
@@ -840,6 +868,19 @@ impl Driver {
         self.node.step_into(input, &mut self.queued);
     }
 
+    /// Every `EXPIRE_TICKS` ticks, while proposals wait, has the apply
+    /// thread answer those past their deadline (proposers arm no timer).
+    fn expire_proposals(&mut self) {
+        self.ticks_since_expiry += 1;
+        if self.ticks_since_expiry < EXPIRE_TICKS {
+            return;
+        }
+        self.ticks_since_expiry = 0;
+        if self.metrics.0.proposals_inflight.load(Ordering::Relaxed) > 0 || !self.registrations.is_empty() {
+            self.send_to_apply(ApplyMsg::Expire(Instant::now()));
+        }
+    }
+
     /// Steps the proposals gathered since the last call as one
     /// `Input::Propose` and registers each for its response. If the core
     /// refuses the batch for a reason that depends on its contents (a
@@ -854,16 +895,17 @@ impl Driver {
         self.proposed_this_round += count;
         let mut proposals = std::mem::take(&mut self.proposals);
         let batch = proposals.len() > 1;
-        let outcome = self.propose(proposals.iter().map(|(data, _)| data.clone()).collect());
+        let outcome = self.propose(proposals.iter().map(|(data, _, _)| data.clone()).collect());
         match outcome {
             Some(Err(ProposeError::TooLarge { .. } | ProposeError::UncommittedLimit { .. })) if batch => {
-                for (data, reply) in proposals.drain(..) {
+                for (data, reply, deadline) in proposals.drain(..) {
                     let outcome = self.propose(vec![data]);
-                    self.answer_proposals(outcome, started, vec![reply]);
+                    self.answer_proposals(outcome, started, [(reply, deadline)]);
                 }
             }
             outcome => {
-                self.answer_proposals(outcome, started, proposals.drain(..).map(|(_, reply)| reply).collect())
+                let replies = proposals.drain(..).map(|(_, reply, deadline)| (reply, deadline));
+                self.answer_proposals(outcome, started, replies)
             }
         }
         // Keep the buffer's capacity for the next round.
@@ -886,27 +928,29 @@ impl Driver {
         &mut self,
         outcome: Option<Result<(Term, Index), ProposeError>>,
         started: Instant,
-        replies: Vec<oneshot::Sender<Result<Bytes, Error>>>,
+        replies: impl IntoIterator<Item = (Reply, Instant)>,
     ) {
         let registry = &self.metrics.0;
-        let count = replies.len() as u64;
+        let mut count = 0;
         match outcome {
             Some(Ok((term, first))) => {
+                for (index, (reply, deadline)) in (first..).zip(replies) {
+                    count += 1;
+                    self.registrations.push(Registration { index, term, started, deadline, reply });
+                }
                 registry.proposals_accepted.fetch_add(count, Ordering::Relaxed);
                 registry.proposals_inflight.fetch_add(count, Ordering::Relaxed);
-                for (index, reply) in (first..).zip(replies) {
-                    self.registrations.push(Registration { index, term, started, reply });
-                }
             }
+            // Counted before the answer, which a caller may act on at once.
             Some(Err(error)) => {
-                registry.proposals_rejected.fetch_add(count, Ordering::Relaxed);
-                for reply in replies {
+                for (reply, _) in replies {
+                    registry.proposals_rejected.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(Error::from_propose(error.clone())));
                 }
             }
             None => {
-                registry.proposals_rejected.fetch_add(count, Ordering::Relaxed);
-                for reply in replies {
+                for (reply, _) in replies {
+                    registry.proposals_rejected.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(Error::NoLeader));
                 }
             }
@@ -1352,6 +1396,7 @@ mod tests {
             replicate_while_writing: true,
             early: None,
             walked: 0,
+            ticks_since_expiry: 0,
         };
         TestDriver { driver, persist_rx, apply_rx, leader_rx }
     }
@@ -1377,8 +1422,8 @@ mod tests {
         // Persists are grouped into one batch.
         let (reply_a, _wait_a) = oneshot::channel();
         let (reply_b, _wait_b) = oneshot::channel();
-        assert!(driver.command(Command::Propose("a".into(), reply_a)));
-        assert!(driver.command(Command::Propose("b".into(), reply_b)));
+        assert!(driver.command(Command::Propose("a".into(), reply_a, far())));
+        assert!(driver.command(Command::Propose("b".into(), reply_b, far())));
         driver.flush_proposals();
         assert!(driver.dispatch());
         assert!(persist_rx.try_recv().is_err(), "a second batch started while one is in flight");
@@ -1433,7 +1478,7 @@ mod tests {
         let mut waits = Vec::new();
         for command in ["a", "b", "c"] {
             let (reply, wait) = oneshot::channel();
-            assert!(driver.command(Command::Propose(command.into(), reply)));
+            assert!(driver.command(Command::Propose(command.into(), reply, far())));
             waits.push(wait);
         }
         driver.flush_proposals();
@@ -1451,8 +1496,8 @@ mod tests {
 
         let (ok_reply, _ok_wait) = oneshot::channel();
         let (big_reply, mut big_wait) = oneshot::channel();
-        assert!(driver.command(Command::Propose("fits".into(), ok_reply)));
-        assert!(driver.command(Command::Propose(Bytes::from(vec![0u8; 65]), big_reply)));
+        assert!(driver.command(Command::Propose("fits".into(), ok_reply, far())));
+        assert!(driver.command(Command::Propose(Bytes::from(vec![0u8; 65]), big_reply, far())));
         driver.flush_proposals();
         assert!(matches!(
             big_wait.try_recv(),
@@ -1550,7 +1595,7 @@ mod tests {
 
         // "a" starts a write and goes out with it.
         let (reply, _a) = oneshot::channel();
-        assert!(driver.command(Command::Propose("a".into(), reply)));
+        assert!(driver.command(Command::Propose("a".into(), reply, far())));
         driver.flush_proposals();
         assert!(driver.dispatch());
         assert!(persist_rx.try_recv().is_ok(), "the batch holding a was not started");
@@ -1558,7 +1603,7 @@ mod tests {
 
         // "b", proposed while that write is in flight, goes out at once.
         let (reply, _b) = oneshot::channel();
-        assert!(driver.command(Command::Propose("b".into(), reply)));
+        assert!(driver.command(Command::Propose("b".into(), reply, far())));
         driver.flush_proposals();
         assert!(driver.dispatch());
         let b = appends_carrying(&wire.take(), "b");
@@ -1574,7 +1619,7 @@ mod tests {
         driver.step(Input::Message(Message { from: 2, to: 1, term: driver.node.term(), body: ack }));
         assert!(driver.node.commit_index() > durable);
         let (reply, _c) = oneshot::channel();
-        assert!(driver.command(Command::Propose("c".into(), reply)));
+        assert!(driver.command(Command::Propose("c".into(), reply, far())));
         driver.flush_proposals();
         assert!(driver.dispatch());
         assert!(
@@ -1594,5 +1639,10 @@ mod tests {
         assert!(driver.dispatch());
         let c = appends_carrying(&wire.take(), "c");
         assert_eq!(c.len(), 2, "c not sent once the writes were durable: {c:?}");
+    }
+
+    /// A proposal deadline the tests never reach.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
     }
 }

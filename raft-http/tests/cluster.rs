@@ -722,6 +722,41 @@ async fn in_memory_nodes_replicate_compact_and_catch_up_by_snapshot() {
     }
 }
 
+/// A proposal the leader cannot commit (its followers are gone) is
+/// answered `Timeout` at its deadline by the node itself: the proposer arms
+/// no timer of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_that_cannot_commit_times_out_at_its_deadline() {
+    let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
+    let network = ChannelNetwork::new();
+    let mut handles = Vec::new();
+    for id in 1..=3 {
+        // Without CheckQuorum the cut-off leader stays leader.
+        let config = Config { check_quorum: false, ..Config::new(id) };
+        let options = Options::new(config, "unused")
+            .initial_membership(membership.clone())
+            .propose_timeout(Duration::from_millis(300));
+        let handle = RaftNode::start_in_memory(options, Recorder::default(), network.clone()).await.unwrap();
+        network.register(id, handle.clone());
+        handles.push(handle);
+    }
+    let refs: Vec<&RaftHandle> = handles.iter().collect();
+    let leader = agreed_leader(&refs).await;
+    for (i, handle) in handles.iter().enumerate() {
+        if i != leader {
+            network.unregister(i as NodeId + 1);
+            handle.shutdown().await;
+        }
+    }
+    let started = std::time::Instant::now();
+    let outcome = within("the proposal's answer", handles[leader].propose_local("stuck")).await;
+    let elapsed = started.elapsed();
+    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    assert!(elapsed >= Duration::from_millis(300), "answered before its deadline: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "answered long after its deadline: {elapsed:?}");
+    handles[leader].shutdown().await;
+}
+
 /// How many times `command` was applied to `recorder`.
 fn applied_times(recorder: &Recorder, command: &str) -> usize {
     recorder.commands().iter().filter(|c| &c[..] == command.as_bytes()).count()
