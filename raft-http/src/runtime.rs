@@ -502,6 +502,69 @@ enum ApplyMsg {
     Expire(Instant),
 }
 
+/// A proposal's term, when the node took it, its deadline, its reply.
+type Waiter = (Term, Instant, Instant, Reply);
+
+/// The proposals waiting for their entries to apply, by index. They arrive
+/// in index order and mostly leave in it, so a sorted deque (push at the
+/// back, pop at the front) does what a `BTreeMap` did for a fraction of
+/// the work per proposal.
+#[derive(Default)]
+struct Waiters(VecDeque<(Index, Waiter)>);
+
+impl Waiters {
+    fn position(&self, index: Index) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&index, |(i, _)| *i)
+    }
+
+    /// Adds the waiter of `index`, returning the one it replaces.
+    fn insert(&mut self, index: Index, waiter: Waiter) -> Option<Waiter> {
+        if self.0.back().is_none_or(|(last, _)| *last < index) {
+            self.0.push_back((index, waiter));
+            return None;
+        }
+        match self.position(index) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, waiter)),
+            Err(i) => {
+                self.0.insert(i, (index, waiter));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, index: Index) -> Option<Waiter> {
+        match self.0.front() {
+            Some((first, _)) if *first == index => self.0.pop_front().map(|(_, w)| w),
+            Some((first, _)) if *first < index => {
+                let i = self.position(index).ok()?;
+                self.0.remove(i).map(|(_, w)| w)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes every waiter at or below `index`.
+    fn take_through(&mut self, index: Index) -> Vec<Waiter> {
+        let end = self.0.partition_point(|(i, _)| *i <= index);
+        self.0.drain(..end).map(|(_, w)| w).collect()
+    }
+
+    /// Takes every waiter (with its index) for which `take` says so.
+    fn take_if(&mut self, mut take: impl FnMut(&Waiter, Index) -> bool) -> Vec<Waiter> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.0.len());
+        for (index, waiter) in self.0.drain(..) {
+            if take(&waiter, index) {
+                taken.push(waiter);
+            } else {
+                kept.push_back((index, waiter));
+            }
+        }
+        self.0 = kept;
+        taken
+    }
+}
+
 fn apply_loop(
     mut state_machine: impl StateMachine,
     mut inbox: mpsc::UnboundedReceiver<ApplyMsg>,
@@ -511,9 +574,7 @@ fn apply_loop(
     durable: mpsc::UnboundedSender<Durable>,
     metrics: Metrics,
 ) {
-    /// A proposal's term, when the node took it, its deadline, its reply.
-    type Waiter = (Term, Instant, Instant, Reply);
-    let mut waiters: BTreeMap<Index, Waiter> = BTreeMap::new();
+    let mut waiters = Waiters::default();
     let registry = &metrics.0;
     let answered = |n: usize| {
         registry.proposals_inflight.fetch_sub(n as u64, Ordering::Relaxed);
@@ -542,12 +603,10 @@ fn apply_loop(
                 last_applied = meta.index;
                 // Proposals inside the snapshot: whether they committed is
                 // unknown here.
-                let covered: Vec<Index> = waiters.range(..=meta.index).map(|(index, _)| *index).collect();
+                let covered = waiters.take_through(meta.index);
                 answered(covered.len());
-                for index in covered {
-                    if let Some((_, _, _, reply)) = waiters.remove(&index) {
-                        let _ = reply.send(Err(Error::Timeout));
-                    }
+                for (_, _, _, reply) in covered {
+                    let _ = reply.send(Err(Error::Timeout));
                 }
                 registry.applied_index.store(meta.index, Ordering::Relaxed);
                 applied.send_replace(meta.index);
@@ -563,24 +622,19 @@ fn apply_loop(
             ApplyMsg::Expire(now) => {
                 // The outcome stays unknown: the entry may still commit.
                 let mut expired = 0;
-                for (_, (_, _, _, reply)) in waiters.extract_if(.., |_, waiter| waiter.2 <= now) {
+                for (_, _, _, reply) in waiters.take_if(|waiter, _| waiter.2 <= now) {
                     expired += 1;
                     let _ = reply.send(Err(Error::Timeout));
                 }
                 answered(expired);
             }
             ApplyMsg::Lost(lost) => {
-                let indexes: Vec<Index> = waiters
-                    .range(lost.first_index..=lost.last_index)
-                    .filter(|(_, (term, _, _, _))| *term == lost.term)
-                    .map(|(index, _)| *index)
-                    .collect();
-                answered(indexes.len());
-                registry.proposals_lost.fetch_add(indexes.len() as u64, Ordering::Relaxed);
-                for index in indexes {
-                    if let Some((_, _, _, reply)) = waiters.remove(&index) {
-                        let _ = reply.send(Err(Error::ProposalLost));
-                    }
+                let range = lost.first_index..=lost.last_index;
+                let gone = waiters.take_if(|&(term, ..), index| term == lost.term && range.contains(&index));
+                answered(gone.len());
+                registry.proposals_lost.fetch_add(gone.len() as u64, Ordering::Relaxed);
+                for (_, _, _, reply) in gone {
+                    let _ = reply.send(Err(Error::ProposalLost));
                 }
             }
             ApplyMsg::Entries(entries) => {
@@ -593,7 +647,7 @@ fn apply_loop(
                         Payload::Command(command) => state_machine.apply(entry.index, command),
                         _ => Bytes::new(),
                     };
-                    if let Some((term, started, _, reply)) = waiters.remove(&entry.index) {
+                    if let Some((term, started, _, reply)) = waiters.remove(entry.index) {
                         answered(1);
                         let outcome = if term == entry.term {
                             let now = *now.get_or_insert_with(Instant::now);
@@ -1644,5 +1698,27 @@ mod tests {
     /// A proposal deadline the tests never reach.
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// The waiters' deque keeps index order whatever order they come and
+    /// go in, like the map it replaced.
+    #[test]
+    fn waiters_stay_sorted_and_are_found_in_any_order() {
+        let waiter = |term| -> Waiter { (term, far(), far(), oneshot::channel().0) };
+        let mut waiters = Waiters::default();
+        for index in [5, 6, 9, 7, 3] {
+            assert!(waiters.insert(index, waiter(1)).is_none());
+        }
+        assert!(waiters.insert(6, waiter(2)).is_some_and(|old| old.0 == 1), "replaced, the old one returned");
+        let order: Vec<Index> = waiters.0.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, vec![3, 5, 6, 7, 9]);
+        assert!(waiters.remove(4).is_none());
+        assert!(waiters.remove(2).is_none());
+        assert!(waiters.remove(3).is_some());
+        assert!(waiters.remove(7).is_some());
+        assert_eq!(waiters.take_if(|w, _| w.0 == 2).len(), 1);
+        assert_eq!(waiters.take_through(5).len(), 1);
+        let order: Vec<Index> = waiters.0.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, vec![9]);
     }
 }
