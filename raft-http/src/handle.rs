@@ -99,7 +99,8 @@ impl RaftHandle {
     /// leadership over (it refuses proposals until the new one leads).
     ///
     /// Fails with [`Error::Timeout`] after the configured propose timeout
-    /// (the command may still commit later), [`Error::StoppedInFlight`] if
+    /// (the command may still commit later; the node itself answers, within
+    /// a few ticks of the deadline, so that a proposal costs no timer), [`Error::StoppedInFlight`] if
     /// the node stopped with it in flight (likewise), [`Error::Stopped`] if
     /// it stopped before taking it, [`Error::ProposalLost`] if a new
     /// leader overwrote it, [`Error::NoLeader`] when no leader turned up.

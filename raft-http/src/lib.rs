@@ -12,6 +12,10 @@
 //!   leader's new entries, which go to its followers while it writes them
 //!   (`raft_core::EarlySends`, [`Options::replicate_while_writing`]);
 //!   committed entries are applied on their own thread.
+//! - [`RaftNode::start_in_memory`] is the same node with its log, hard
+//!   state and snapshots in memory (`raft_storage::MemStorage`, written by
+//!   the node task itself): for tests, and to measure the runtime alone
+//!   (`cargo bench -p raft-http --bench inproc`).
 //! - [`RaftHandle`] is the application's side: [`RaftHandle::propose`]
 //!   returns the state machine's response once applied; on a follower it
 //!   forwards the command to the leader ([`Connect::forward`]: over HTTP,
