@@ -7,16 +7,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use raft_core::{Input, Message};
-use raft_fuzz::{known_issue, Cluster, Target};
+use raft_fuzz::{Cluster, Target};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(messages) = postcard::from_bytes::<Vec<Message>>(data) else { return };
     let target = [Target::Follower, Target::Candidate, Target::Leader][data.len() % 3];
     let (mut cluster, id) = Cluster::with_target(target, data.len() % 2 == 0, true);
     for m in messages.into_iter().take(64) {
-        if !known_issue(&m) {
-            cluster.step(id, Input::Message(m));
-        }
+        cluster.step(id, Input::Message(m));
     }
     cluster.deliver(1000);
 });

@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use raft_core::{Body, Input, Message};
 use raft_fuzz::Blob;
-use raft_fuzz::{known_issue, Cluster, Target};
+use raft_fuzz::{Cluster, Target};
 use raft_http::{SessionOptions, Sessions, StateMachine};
 
 fuzz_target!(|data: &[u8]| {
@@ -33,9 +33,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-            if !known_issue(&m) {
-                cluster.step(id, Input::Message(m));
-            }
+            cluster.step(id, Input::Message(m));
         }
     }
     for (_, _, snapshot) in &cluster.restored {

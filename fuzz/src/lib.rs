@@ -28,17 +28,6 @@ pub enum Target {
     Leader,
 }
 
-/// Known issue being fixed in raft-core by another change: an
-/// InstallSnapshot whose snapshot term is above the message's term is
-/// accepted, and debug builds then panic on the node's own invariant.
-/// Filtered so the fuzzers can look for other bugs; set
-/// `RAFT_FUZZ_KNOWN=1` to let such messages through.
-pub fn known_issue(m: &Message) -> bool {
-    static LET_THROUGH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let let_through = *LET_THROUGH.get_or_init(|| std::env::var_os("RAFT_FUZZ_KNOWN").is_some());
-    !let_through && matches!(&m.body, Body::InstallSnapshot { meta, .. } if meta.term > m.term)
-}
-
 /// The snapshot data a node "takes" at `meta`: deterministic bytes, so the
 /// chunks a leader sends can be checked by the follower's checksum.
 fn snapshot_data(meta: &SnapshotMeta) -> Vec<u8> {
@@ -146,9 +135,6 @@ impl Cluster {
 
     /// Delivers `m` to its recipient, if that is a node of the cluster.
     pub fn receive(&mut self, m: Message) {
-        if known_issue(&m) {
-            return;
-        }
         let to = m.to;
         self.step(to, Input::Message(m));
     }
