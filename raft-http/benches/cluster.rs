@@ -15,6 +15,9 @@
 //! shows every run and the median. The leader's raft-http metrics (batch
 //! sizes, fsync and append latency, peer round trips) follow the table.
 
+mod common;
+
+use common::{env, median, Counter};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,32 +25,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use raft_core::{Config, Membership, NodeId};
-use raft_http::{HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, StateMachine, Transport};
+use raft_http::{HttpConnect, HttpOptions, Options, RaftHandle, RaftNode, Transport};
 use tokio::net::TcpListener;
 
 const COMMAND_BYTES: usize = 256;
-
-/// Counts applied commands; answers nothing.
-struct Counter(u64);
-
-impl StateMachine for Counter {
-    fn apply(&mut self, _index: u64, _command: &[u8]) -> Bytes {
-        self.0 += 1;
-        Bytes::new()
-    }
-
-    fn snapshot(&mut self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-
-    fn restore(&mut self, data: &[u8]) {
-        self.0 = data.try_into().map(u64::from_le_bytes).unwrap_or(0);
-    }
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 struct Cluster {
     handles: Vec<RaftHandle>,
@@ -154,16 +135,6 @@ async fn run(handle: &RaftHandle, clients: usize, warmup: Duration, duration: Du
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         errors: errors.load(Ordering::Relaxed),
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
 

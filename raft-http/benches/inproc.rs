@@ -18,6 +18,9 @@
 //! each node also has its storage and apply threads. Latency percentiles
 //! are of every 32nd proposal.
 
+mod common;
+
+use common::{env, median, Counter};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,32 +28,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use raft_core::{Config, Membership, NodeId};
-use raft_http::{ChannelNetwork, Options, RaftHandle, RaftNode, StateMachine};
+use raft_http::{ChannelNetwork, Options, RaftHandle, RaftNode};
 
 /// A command the size of openraft's benchmark request.
 const COMMAND_BYTES: usize = 16;
-
-/// Counts applied commands; answers nothing.
-struct Counter(u64);
-
-impl StateMachine for Counter {
-    fn apply(&mut self, _index: u64, _command: &[u8]) -> Bytes {
-        self.0 += 1;
-        Bytes::new()
-    }
-
-    fn snapshot(&mut self) -> Vec<u8> {
-        self.0.to_le_bytes().to_vec()
-    }
-
-    fn restore(&mut self, data: &[u8]) {
-        self.0 = data.try_into().map(u64::from_le_bytes).unwrap_or(0);
-    }
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 async fn start_cluster() -> Vec<RaftHandle> {
     let network = ChannelNetwork::new();
@@ -146,11 +127,6 @@ async fn run(leader: &RaftHandle, clients: usize, duration: Duration) -> Run {
         p99_us: latency.value_at_quantile(0.99),
         errors: errors.load(Ordering::Relaxed),
     }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn main() {

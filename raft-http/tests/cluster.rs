@@ -193,6 +193,20 @@ async fn channel_cluster(dirs: &[tempfile::TempDir]) -> Vec<(RaftHandle, Recorde
     nodes
 }
 
+/// Waits (up to 2 s) until `node`'s log starts past `index`: snapshots are
+/// taken and saved in the background.
+async fn compacted_past(node: &RaftHandle, index: u64) {
+    let mut first_index = 0;
+    for _ in 0..200 {
+        first_index = node.status().await.unwrap().first_index;
+        if first_index > index {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the log was never compacted past {index}: it starts at {first_index}");
+}
+
 fn dirs(n: usize) -> Vec<tempfile::TempDir> {
     (0..n).map(|_| tempfile::tempdir().unwrap()).collect()
 }
@@ -610,17 +624,7 @@ async fn snapshots_compact_the_log_catch_up_a_lagging_node_and_survive_restarts(
     for i in 0..100 {
         propose(&alive, &format!("c{i}")).await;
     }
-    let leader_handle = nodes[leader].0.clone();
-    let mut compacted = false;
-    for _ in 0..200 {
-        let status = leader_handle.status().await.unwrap();
-        if status.first_index > 50 {
-            compacted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(compacted, "the leader never compacted its log");
+    compacted_past(&nodes[leader].0, 50).await;
     let expected = nodes[leader].1.commands();
     assert_eq!(expected.len(), 101);
 
@@ -693,16 +697,7 @@ async fn in_memory_nodes_replicate_compact_and_catch_up_by_snapshot() {
     for i in 0..30 {
         propose(&alive, &format!("s{i}")).await;
     }
-    // Snapshots are taken and saved in the background: wait for one past 50.
-    let mut first_index = 0;
-    for _ in 0..200 {
-        first_index = nodes[leader].0.status().await.unwrap().first_index;
-        if first_index > 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(first_index > 50, "the leader never compacted its log past 50: {first_index}");
+    compacted_past(&nodes[leader].0, 50).await;
     let expected = nodes[leader].1.commands();
     assert_eq!(expected.len(), 130);
 
