@@ -35,3 +35,40 @@ fn term_max_never_campaigns() {
         node.invariants().unwrap();
     }
 }
+
+/// An InstallSnapshot whose snapshot term is above the message's term is
+/// malformed (its leader could not have held that entry): it changes
+/// nothing, the term included, and the node restarts from what it wrote.
+// Reported with the fuzz targets (issue 15): debug builds panicked on the
+// node's own invariant ("last log term 11 above current term 2"); release
+// builds persisted term 2 beside a snapshot of term 11, a state `Node::new`
+// then refused, so the node could never restart.
+#[test]
+fn install_snapshot_with_a_term_above_the_message_changes_nothing() {
+    for done in [true, false] {
+        // Setup: a follower of a 3-node cluster at term 1, log [1, 1].
+        let start = restored(3, 1, None, &[1, 1]);
+        let mut node = Node::new(classic_config(2), start.clone()).unwrap();
+        let mut disk = Disk::from_restored(&start);
+        // Act: a chunk at message term 2 of a snapshot of term 11.
+        let meta = raft_core::SnapshotMeta { index: 5, term: 11, membership: membership(3) };
+        let body = Body::InstallSnapshot {
+            meta: Box::new(meta),
+            offset: 0,
+            data: bytes::Bytes::from_static(b"state"),
+            done,
+            checksum: raft_core::crc32c(0, b"state"),
+        };
+        let actions = node.step(Input::Message(msg(1, 2, 2, body)));
+        for action in &actions {
+            if let raft_core::Action::Persist(p) = action {
+                disk.apply(p);
+            }
+        }
+        // Check: nothing happened, and the disk still restarts a node.
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!((node.term(), node.role(), node.last_index()), (1, Role::Follower, 2));
+        node.invariants().unwrap();
+        Node::new(classic_config(2), disk.restored()).unwrap();
+    }
+}
