@@ -15,7 +15,9 @@
 //! ```
 //!
 //! `RAFT_BENCH_WORKERS` (default 2) is the tokio runtime's worker threads;
-//! each node also has its storage and apply threads. Latency percentiles
+//! each node also has its storage and apply threads
+//! (`RAFT_BENCH_APPLY_IN_TASK=1`: it applies in a task instead,
+//! `Options::apply_in_task`). Latency percentiles
 //! are of every 32nd proposal.
 
 mod common;
@@ -38,8 +40,9 @@ async fn start_cluster() -> Vec<RaftHandle> {
     let membership = Membership::with_voters((1..=3).map(|id| (id, format!("node-{id}"))));
     let mut handles = Vec::new();
     for id in 1..=3 {
-        let options =
+        let mut options =
             Options::new(Config::new(id as NodeId), "unused").initial_membership(membership.clone());
+        options.apply_in_task = env("RAFT_BENCH_APPLY_IN_TASK", 0u8) == 1;
         let handle =
             RaftNode::start_in_memory(options, Counter(0), network.clone()).await.expect("start node");
         network.register(id, handle.clone());

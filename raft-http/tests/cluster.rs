@@ -657,8 +657,9 @@ async fn snapshots_compact_the_log_catch_up_a_lagging_node_and_survive_restarts(
 }
 
 /// Nodes with their storage in memory (written by the node task itself)
-/// replicate concurrent proposals, compact their logs, and bring a new,
-/// empty node up to date with a snapshot.
+/// and their state machine applied in a task replicate concurrent
+/// proposals, compact their logs, and bring a new, empty node up to date
+/// with a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_nodes_replicate_compact_and_catch_up_by_snapshot() {
     let membership = Membership::with_voters([(1, "n1"), (2, "n2"), (3, "n3")]);
@@ -667,7 +668,11 @@ async fn in_memory_nodes_replicate_compact_and_catch_up_by_snapshot() {
         let mut config = Config::new(id);
         config.snapshot_entries_max = 20;
         config.log_tail_entries = 5;
-        Options::new(config, "unused").initial_membership(membership.clone())
+        let mut options = Options::new(config, "unused").initial_membership(membership.clone());
+        // Applying in a task rather than on a thread: snapshots taken,
+        // installed and restored that way too.
+        options.apply_in_task = true;
+        options
     };
     let mut nodes = Vec::new();
     for id in 1..=3 {

@@ -173,6 +173,7 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), String> {
         options = options.initial_membership(membership);
     }
     options = options.peers(peers);
+    options.apply_in_task = args.apply_in_task;
     let kv = Arc::new(RwLock::new(Kv::default()));
     let handle = RaftNode::start(options, KvMachine(kv.clone()), connect)
         .await
