@@ -366,6 +366,10 @@ impl Storage for InlineStorage {
         self.lock().write_batch(batch)
     }
 
+    fn write_batch_owned(&mut self, batch: Vec<Persist>) -> Result<(), StorageError> {
+        self.lock().write_batch_owned(batch)
+    }
+
     fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         self.lock().save_snapshot(meta, data)
     }
@@ -409,7 +413,7 @@ fn write_ops(storage: &mut dyn Storage, ops: Vec<StorageOp>) -> Result<(), Stora
             StorageOp::Persist(persist) => run.push(persist),
             StorageOp::Install(meta, data) => {
                 if !run.is_empty() {
-                    storage.write_batch(&std::mem::take(&mut run))?;
+                    storage.write_batch_owned(std::mem::take(&mut run))?;
                 }
                 storage.save_snapshot(&meta, &data)?;
             }
@@ -418,7 +422,7 @@ fn write_ops(storage: &mut dyn Storage, ops: Vec<StorageOp>) -> Result<(), Stora
     if run.is_empty() {
         Ok(())
     } else {
-        storage.write_batch(&run)
+        storage.write_batch_owned(run)
     }
 }
 

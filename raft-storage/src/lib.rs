@@ -108,6 +108,13 @@ pub trait Storage {
     /// is rejected before anything is written.
     fn write_batch(&mut self, batch: &[Persist]) -> Result<(), StorageError>;
 
+    /// [`Storage::write_batch`] for a caller that no longer needs the
+    /// batch: a store that keeps the entries themselves (in memory) takes
+    /// them instead of copying them. The default writes a borrowed batch.
+    fn write_batch_owned(&mut self, batch: Vec<Persist>) -> Result<(), StorageError> {
+        self.write_batch(&batch)
+    }
+
     /// Stores a snapshot: its metadata and the application's data. `meta`
     /// must be newer than the stored snapshot (the first snapshot may be at
     /// index 0, to record an initial configuration). Entries up to

@@ -36,17 +36,21 @@ impl MemStorage {
 
 impl Storage for MemStorage {
     fn write_batch(&mut self, batch: &[Persist]) -> Result<(), StorageError> {
-        self.shape.check(batch)?;
-        for p in batch {
+        self.write_batch_owned(batch.to_vec())
+    }
+
+    fn write_batch_owned(&mut self, batch: Vec<Persist>) -> Result<(), StorageError> {
+        self.shape.check(&batch)?;
+        for mut p in batch {
             if let Some(from) = p.truncate_from {
                 let keep = (from - 1 - self.shape.base).min(self.entries.len() as u64);
                 self.entries.truncate(keep as usize);
             }
-            self.entries.extend(p.entries.iter().cloned());
+            self.shape.apply(&p);
+            self.entries.append(&mut p.entries);
             if let Some(hs) = p.hard_state {
                 self.hard_state = hs;
             }
-            self.shape.apply(p);
         }
         Ok(())
     }
