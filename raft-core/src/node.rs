@@ -1193,27 +1193,39 @@ impl Node {
 
     // ----- replication -----
 
+    /// Whether `Input::Propose(commands)` would be refused now, and why:
+    /// the check [`Input::Propose`] makes, for a driver that wants to know
+    /// before it hands the commands over (to keep them for a retry one by
+    /// one if the batch as a whole is refused). Changes nothing.
+    pub fn proposal_refusal<'a>(
+        &self,
+        commands: impl IntoIterator<Item = &'a Bytes>,
+    ) -> Option<ProposeError> {
+        if self.role != Role::Leader {
+            return Some(ProposeError::NotLeader { leader_hint: self.leader });
+        }
+        if self.transfer.is_some() {
+            return Some(ProposeError::TransferInProgress);
+        }
+        let max = self.config.bytes_per_message_max;
+        let (mut count, mut bytes) = (0, 0);
+        for c in commands {
+            if c.len() > max {
+                return Some(ProposeError::TooLarge { size: c.len(), max });
+            }
+            count += 1;
+            bytes += c.len() + Entry::HEADER_BYTES;
+        }
+        if count == 0 {
+            return Some(ProposeError::Empty);
+        }
+        let limit = self.config.uncommitted_bytes_max;
+        (self.uncommitted_bytes + bytes > limit).then_some(ProposeError::UncommittedLimit { max: limit })
+    }
+
     fn propose(&mut self, commands: Vec<Bytes>) {
         let count = commands.len();
-        let reject = if self.role != Role::Leader {
-            Some(ProposeError::NotLeader { leader_hint: self.leader })
-        } else if self.transfer.is_some() {
-            Some(ProposeError::TransferInProgress)
-        } else if commands.is_empty() {
-            Some(ProposeError::Empty)
-        } else {
-            let max = self.config.bytes_per_message_max;
-            let too_large = commands
-                .iter()
-                .find(|c| c.len() > max)
-                .map(|c| ProposeError::TooLarge { size: c.len(), max });
-            let bytes: usize = commands.iter().map(|c| c.len() + Entry::HEADER_BYTES).sum();
-            let limit = self.config.uncommitted_bytes_max;
-            too_large.or_else(|| {
-                (self.uncommitted_bytes + bytes > limit)
-                    .then_some(ProposeError::UncommittedLimit { max: limit })
-            })
-        };
+        let reject = self.proposal_refusal(&commands);
         if let Some(error) = reject {
             self.emit(Action::ProposalRejected { count, error });
             return;

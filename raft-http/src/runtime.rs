@@ -1012,9 +1012,10 @@ impl Driver {
 
     /// Steps the proposals gathered since the last call as one
     /// `Input::Propose` and registers each for its response. If the core
-    /// refuses the batch for a reason that depends on its contents (a
-    /// command too large, the uncommitted limit), each is stepped on its
-    /// own so that only the offending ones are refused.
+    /// would refuse the batch for a reason that depends on its contents (a
+    /// command too large, the uncommitted limit: `Node::proposal_refusal`),
+    /// each is stepped on its own so that only the offending ones are
+    /// refused.
     fn flush_proposals(&mut self) {
         if self.proposals.is_empty() {
             return;
@@ -1024,15 +1025,18 @@ impl Driver {
         self.proposed_this_round += count;
         let mut proposals = std::mem::take(&mut self.proposals);
         let batch = proposals.len() > 1;
-        let outcome = self.propose(proposals.iter().map(|(data, _, _)| data.clone()).collect());
-        match outcome {
-            Some(Err(ProposeError::TooLarge { .. } | ProposeError::UncommittedLimit { .. })) if batch => {
+        let refusal = self.node.proposal_refusal(proposals.iter().map(|(data, _, _)| data));
+        match refusal {
+            Some(ProposeError::TooLarge { .. } | ProposeError::UncommittedLimit { .. }) if batch => {
                 for (data, reply, deadline) in proposals.drain(..) {
                     let outcome = self.propose(vec![data]);
                     self.answer_proposals(outcome, started, [(reply, deadline)]);
                 }
             }
-            outcome => {
+            _ => {
+                // The commands move into the core: no copy kept.
+                let commands = proposals.iter_mut().map(|(data, _, _)| std::mem::take(data)).collect();
+                let outcome = self.propose(commands);
                 let replies = proposals.drain(..).map(|(_, reply, deadline)| (reply, deadline));
                 self.answer_proposals(outcome, started, replies)
             }
