@@ -40,10 +40,14 @@ struct Node {
     exited: bool,
 }
 
-/// A free port on 127.0.0.1, chosen by the OS.
-fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| format!("cannot find a free port: {e}"))
+/// `count` distinct free ports on 127.0.0.1, chosen by the OS. Every
+/// listener is held until all are chosen, so no two are the same; another
+/// process can still take one before a node binds it (see `supervise`).
+fn free_ports(count: usize) -> Result<Vec<u16>, String> {
+    let error = |e: std::io::Error| format!("cannot find a free port: {e}");
+    let listeners =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").map_err(error)).collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(error)).collect()
 }
 
 fn check_port(port: u32, what: &str) -> Result<u16, String> {
@@ -90,9 +94,11 @@ fn spawn_nodes(
         return Err(format!("--nodes {} must be between 1 and 99", args.nodes));
     }
     let mut ports = Vec::new();
+    let free = if args.base_port == 0 { free_ports(2 * args.nodes as usize)? } else { Vec::new() };
     for id in 1..=args.nodes {
         let (raft, client) = if args.base_port == 0 {
-            (free_port()?, free_port()?)
+            let i = 2 * (id as usize - 1);
+            (free[i], free[i + 1])
         } else {
             let base = u32::from(args.base_port) + id as u32;
             (
@@ -235,13 +241,53 @@ fn reap(nodes: &Mutex<Vec<Node>>, starting: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Client URLs of the nodes, by id.
+fn client_urls(nodes: &Mutex<Vec<Node>>) -> Result<Vec<(u64, String)>, String> {
+    let nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
+    Ok(nodes.iter().map(|n| (n.id, n.client_url.clone())).collect())
+}
+
+/// Waits until every node names the same leader; the views then.
+async fn wait_for_leader(
+    nodes: &Mutex<Vec<Node>>,
+    client: &reqwest::Client,
+    dir: &Path,
+) -> Result<Vec<Option<View>>, String> {
+    let urls = client_urls(nodes)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        reap(nodes, true)?;
+        let mut views = Vec::new();
+        for (_, url) in &urls {
+            views.push(view(client, url).await);
+        }
+        let leader = views.iter().flatten().find(|v| v.role == "leader").and_then(|v| v.leader);
+        if leader.is_some() && views.iter().all(|v| v.as_ref().is_some_and(|v| v.leader == leader)) {
+            return Ok(views);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no leader elected within 20 s; node logs are in {}", dir.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many times a cluster on free ports is started afresh when another
+/// process took one of its ports between choosing and binding.
+const START_ATTEMPTS: u32 = 3;
+
+/// Waits for the cluster to elect a leader, prints how to use it, then
+/// reports leader changes. With `respawn` (free ports in a temporary
+/// directory), a node that could not bind its port because another process
+/// took it meanwhile restarts the whole cluster on fresh ports.
 async fn supervise(
     nodes: Arc<Mutex<Vec<Node>>>,
     dir: PathBuf,
     tokens: Option<LocalTokens>,
-    tls: Option<ClusterFiles>,
+    tls: Option<&ClusterFiles>,
+    respawn: Option<&dyn Fn() -> Result<Vec<Node>, String>>,
 ) -> Result<(), String> {
-    let client_tls = match &tls {
+    let client_tls = match tls {
         Some(files) => Some(ClientTls::load(&files.ca, None).map_err(|e| format!("TLS: {e}"))?),
         None => None,
     };
@@ -251,26 +297,32 @@ async fn supervise(
     let client = crate::tls::with_tls(builder, client_tls.as_ref())
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let urls: Vec<(u64, String)> = {
-        let nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
-        nodes.iter().map(|n| (n.id, n.client_url.clone())).collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut attempt = 1;
     let views = loop {
-        reap(&nodes, true)?;
-        let mut views = Vec::new();
-        for (_, url) in &urls {
-            views.push(view(&client, url).await);
+        let error = match wait_for_leader(&nodes, &client, &dir).await {
+            Ok(views) => break views,
+            Err(error) => error,
+        };
+        let Some(respawn) = respawn.filter(|_| error.contains(crate::server::PORT_TAKEN)) else {
+            return Err(error);
+        };
+        if attempt == START_ATTEMPTS {
+            return Err(error);
         }
-        let leader = views.iter().flatten().find(|v| v.role == "leader").and_then(|v| v.leader);
-        if leader.is_some() && views.iter().all(|v| v.as_ref().is_some_and(|v| v.leader == leader)) {
-            break views;
+        attempt += 1;
+        println!("{error}\nstarting afresh on other ports (attempt {attempt} of {START_ATTEMPTS})");
+        let mut nodes = nodes.lock().map_err(|_| "lock poisoned".to_owned())?;
+        tokio::task::block_in_place(|| stop_nodes(&mut nodes, false));
+        for node in nodes.iter() {
+            let data = dir.join(format!("node-{}", node.id));
+            if data.exists() {
+                std::fs::remove_dir_all(&data)
+                    .map_err(|e| format!("cannot remove {}: {e}", data.display()))?;
+            }
         }
-        if Instant::now() > deadline {
-            return Err(format!("no leader elected within 20 s; node logs are in {}", dir.display()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        *nodes = respawn()?;
     };
+    let urls = client_urls(&nodes)?;
 
     let leader = views.iter().flatten().find_map(|v| v.leader.map(|l| (l, v.term)));
     {
@@ -293,7 +345,7 @@ async fn supervise(
         let other = &nodes[nodes.len().min(2) - 1].client_url;
         let all: Vec<&str> = nodes.iter().map(|n| n.client_url.as_str()).collect();
         println!();
-        if let Some(files) = &tls {
+        if let Some(files) = tls {
             print_tls_help(files);
         }
         if let Some(tokens) = &tokens {
@@ -432,9 +484,12 @@ pub(crate) async fn run(args: LocalArgs) -> Result<(), String> {
         )?),
         false => None,
     };
-    let nodes = Arc::new(Mutex::new(spawn_nodes(&args, &dir, auth_file.as_deref(), tls.as_ref())?));
+    let spawn = || spawn_nodes(&args, &dir, auth_file.as_deref(), tls.as_ref());
+    let nodes = Arc::new(Mutex::new(spawn()?));
+    // Starting afresh wipes the nodes' data: only in a directory of our own.
+    let respawn = (args.base_port == 0 && temp.is_some()).then_some(&spawn as &dyn Fn() -> _);
     let result = tokio::select! {
-        result = supervise(nodes.clone(), dir.clone(), tokens, tls) => result,
+        result = supervise(nodes.clone(), dir.clone(), tokens, tls.as_ref(), respawn) => result,
         signal = signal() => {
             println!("\n{signal}: stopping the nodes");
             Ok(())

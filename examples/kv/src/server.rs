@@ -61,10 +61,13 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     result.map_err(|e| format!("cannot set up logging: {e}"))
 }
 
+/// How a node says it could not bind its port (`raft-kv local` looks for it).
+pub(crate) const PORT_TAKEN: &str = "is already in use (port taken)";
+
 async fn bind(address: &str, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(address).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            format!("{what} address {address} is already in use (port taken)")
+            format!("{what} address {address} {PORT_TAKEN}")
         } else {
             format!("cannot listen on {what} address {address}: {e}")
         }

@@ -12,9 +12,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_raft-kv");
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
+use common::free_port;
 
 struct Node {
     id: u64,
@@ -153,11 +152,17 @@ impl Cluster {
                     return self.nodes.iter().position(|n| n.id == leader).unwrap();
                 }
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no agreed leader: {statuses:?}; logs in {:?}",
-                self.dir.path()
-            );
+            if start.elapsed() > DEADLINE {
+                let logs: Vec<String> = statuses
+                    .iter()
+                    .filter(|(_, s)| s.is_none())
+                    .map(|(id, _)| {
+                        let log = self.dir.path().join(format!("node-{id}.log"));
+                        format!("node {id} does not answer; its log ends:\n{}", common::log_tail(&log, 5))
+                    })
+                    .collect();
+                panic!("no agreed leader: {statuses:?}\n{}", logs.join("\n"));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -512,9 +517,16 @@ fn spawn_local(extra: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Its errors, in this test's output should it fail.
+    let stderr = local.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("raft-kv local: {line}");
+        }
+    });
     let stdout = local.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {

@@ -20,9 +20,8 @@ const SECRET: &str = "test-secret-0123456789";
 const WRITE_TOKEN: &str = "writer-token-0123456789";
 const READ_TOKEN: &str = "reader-token-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
+use common::free_port;
 
 struct Node {
     raft_port: u16,
