@@ -100,10 +100,11 @@ impl RaftHandle {
     ///
     /// Fails with [`Error::Timeout`] after the configured propose timeout
     /// (the command may still commit later; the node itself answers, within
-    /// a few ticks of the deadline, so that a proposal costs no timer), [`Error::StoppedInFlight`] if
-    /// the node stopped with it in flight (likewise), [`Error::Stopped`] if
-    /// it stopped before taking it, [`Error::ProposalLost`] if a new
-    /// leader overwrote it, [`Error::NoLeader`] when no leader turned up.
+    /// a few ticks of the deadline, so that a proposal costs no timer),
+    /// [`Error::StoppedInFlight`] if the node stopped with it in flight
+    /// (likewise), [`Error::Stopped`] if it stopped before taking it,
+    /// [`Error::ProposalLost`] if a new leader overwrote it,
+    /// [`Error::NoLeader`] when no leader turned up.
     /// A follower whose [`crate::Connect`] cannot forward answers
     /// [`Error::NotLeader`].
     pub async fn propose(&self, command: impl Into<Bytes>) -> Result<Bytes, Error> {
@@ -215,29 +216,33 @@ impl RaftHandle {
         deadline: Instant,
         taken_then_stopped: impl Fn() -> Error,
     ) -> Result<Reply, Error> {
-        if let Request::Propose(command) = request {
-            return self.propose_here(command, deadline, taken_then_stopped).await;
-        }
-        let work = async {
-            match request {
-                Request::Propose(command) => unreachable!("proposals take the timer-free path: {command:?}"),
-                Request::SetConfiguration(topology) => {
-                    let (tx, rx) = oneshot::channel();
-                    self.commands
-                        .send(Command::SetConfiguration(topology, tx))
-                        .await
-                        .map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| taken_then_stopped())?.map(Reply::Configured)
-                }
-                Request::TransferLeadership(to) => {
-                    let (tx, rx) = oneshot::channel();
-                    self.commands
-                        .send(Command::TransferLeadership(to, tx))
-                        .await
-                        .map_err(|_| Error::Stopped)?;
-                    rx.await.map_err(|_| taken_then_stopped())?.map(|()| Reply::Transferred)
-                }
+        match request {
+            Request::Propose(command) => self.propose_here(command, deadline, taken_then_stopped).await,
+            Request::SetConfiguration(topology) => {
+                let (tx, rx) = oneshot::channel();
+                let command = Command::SetConfiguration(topology, tx);
+                self.ask(command, rx, deadline, taken_then_stopped).await.map(Reply::Configured)
             }
+            Request::TransferLeadership(to) => {
+                let (tx, rx) = oneshot::channel();
+                let command = Command::TransferLeadership(to, tx);
+                self.ask(command, rx, deadline, taken_then_stopped).await.map(|()| Reply::Transferred)
+            }
+        }
+    }
+
+    /// Hands `command` to the node task and waits for its answer on `rx`,
+    /// both by `deadline`.
+    async fn ask<T>(
+        &self,
+        command: Command,
+        rx: oneshot::Receiver<Result<T, Error>>,
+        deadline: Instant,
+        taken_then_stopped: impl Fn() -> Error,
+    ) -> Result<T, Error> {
+        let work = async {
+            self.commands.send(command).await.map_err(|_| Error::Stopped)?;
+            rx.await.map_err(|_| taken_then_stopped())?
         };
         tokio::time::timeout_at(deadline, work).await.map_err(|_| Error::Timeout)?
     }

@@ -509,62 +509,64 @@ enum ApplyMsg {
     Expire(Instant),
 }
 
-/// A proposal's term, when the node took it, its deadline, its reply.
-type Waiter = (Term, Instant, Instant, Reply);
-
-/// The proposals waiting for their entries to apply, by index. They arrive
-/// in index order and mostly leave in it, so a sorted deque (push at the
-/// back, pop at the front) does what a `BTreeMap` did for a fraction of
-/// the work per proposal.
+/// The proposals waiting for their entries to apply, in index order. They
+/// arrive in index order and mostly leave in it, so a sorted deque (push
+/// at the back, pop at the front) does what a `BTreeMap` did for a
+/// fraction of the work per proposal.
 #[derive(Default)]
-struct Waiters(VecDeque<(Index, Waiter)>);
+struct Waiters(VecDeque<Registration>);
 
 impl Waiters {
     fn position(&self, index: Index) -> Result<usize, usize> {
-        self.0.binary_search_by_key(&index, |(i, _)| *i)
+        self.0.binary_search_by_key(&index, |r| r.index)
     }
 
-    /// Adds the waiter of `index`, returning the one it replaces.
-    fn insert(&mut self, index: Index, waiter: Waiter) -> Option<Waiter> {
-        if self.0.back().is_none_or(|(last, _)| *last < index) {
-            self.0.push_back((index, waiter));
+    /// Adds a waiter, returning the one of the same index it replaces.
+    fn insert(&mut self, waiter: Registration) -> Option<Registration> {
+        if self.0.back().is_none_or(|last| last.index < waiter.index) {
+            self.0.push_back(waiter);
             return None;
         }
-        match self.position(index) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, waiter)),
+        match self.position(waiter.index) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i], waiter)),
             Err(i) => {
-                self.0.insert(i, (index, waiter));
+                self.0.insert(i, waiter);
                 None
             }
         }
     }
 
-    fn remove(&mut self, index: Index) -> Option<Waiter> {
+    fn remove(&mut self, index: Index) -> Option<Registration> {
         match self.0.front() {
-            Some((first, _)) if *first == index => self.0.pop_front().map(|(_, w)| w),
-            Some((first, _)) if *first < index => {
+            Some(first) if first.index == index => self.0.pop_front(),
+            Some(first) if first.index < index => {
                 let i = self.position(index).ok()?;
-                self.0.remove(i).map(|(_, w)| w)
+                self.0.remove(i)
             }
             _ => None,
         }
     }
 
     /// Takes every waiter at or below `index`.
-    fn take_through(&mut self, index: Index) -> Vec<Waiter> {
-        let end = self.0.partition_point(|(i, _)| *i <= index);
-        self.0.drain(..end).map(|(_, w)| w).collect()
+    fn take_through(&mut self, index: Index) -> Vec<Registration> {
+        let end = self.0.partition_point(|r| r.index <= index);
+        self.0.drain(..end).collect()
     }
 
-    /// Takes every waiter (with its index) for which `take` says so.
-    fn take_if(&mut self, mut take: impl FnMut(&Waiter, Index) -> bool) -> Vec<Waiter> {
+    /// Takes every waiter for which `take` says so.
+    fn take_if(&mut self, mut take: impl FnMut(&Registration) -> bool) -> Vec<Registration> {
+        // Mostly nothing is taken (the expiry runs every few ticks): then
+        // the deque is left as it is.
+        if !self.0.iter().any(&mut take) {
+            return Vec::new();
+        }
         let mut taken = Vec::new();
         let mut kept = VecDeque::with_capacity(self.0.len());
-        for (index, waiter) in self.0.drain(..) {
-            if take(&waiter, index) {
+        for waiter in self.0.drain(..) {
+            if take(&waiter) {
                 taken.push(waiter);
             } else {
-                kept.push_back((index, waiter));
+                kept.push_back(waiter);
             }
         }
         self.0 = kept;
@@ -589,6 +591,14 @@ struct Applier<S> {
 impl<S: StateMachine> Applier<S> {
     fn answered(&self, n: usize) {
         self.metrics.0.proposals_inflight.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+
+    /// Answers `error()` to every one of `waiters`.
+    fn fail(&self, waiters: Vec<Registration>, error: impl Fn() -> Error) {
+        self.answered(waiters.len());
+        for waiter in waiters {
+            let _ = waiter.reply.send(Err(error()));
+        }
     }
 
     /// Handles one message; `Break` when the applier must stop.
@@ -618,39 +628,28 @@ impl<S: StateMachine> Applier<S> {
                 // Proposals inside the snapshot: whether they committed is
                 // unknown here.
                 let covered = self.waiters.take_through(meta.index);
-                self.answered(covered.len());
-                for (_, _, _, reply) in covered {
-                    let _ = reply.send(Err(Error::Timeout));
-                }
+                self.fail(covered, || Error::Timeout);
                 registry.applied_index.store(meta.index, Ordering::Relaxed);
                 self.applied.send_replace(meta.index);
             }
             ApplyMsg::Register(registrations) => {
-                for Registration { index, term, started, deadline, reply } in registrations {
-                    if let Some((_, _, _, old)) = self.waiters.insert(index, (term, started, deadline, reply))
-                    {
+                for registration in registrations {
+                    if let Some(old) = self.waiters.insert(registration) {
                         self.answered(1);
-                        let _ = old.send(Err(Error::ProposalLost));
+                        let _ = old.reply.send(Err(Error::ProposalLost));
                     }
                 }
             }
             ApplyMsg::Expire(now) => {
                 // The outcome stays unknown: the entry may still commit.
-                let expired = self.waiters.take_if(|waiter, _| waiter.2 <= now);
-                self.answered(expired.len());
-                for (_, _, _, reply) in expired {
-                    let _ = reply.send(Err(Error::Timeout));
-                }
+                let expired = self.waiters.take_if(|w| w.deadline <= now);
+                self.fail(expired, || Error::Timeout);
             }
             ApplyMsg::Lost(lost) => {
                 let range = lost.first_index..=lost.last_index;
-                let gone =
-                    self.waiters.take_if(|&(term, ..), index| term == lost.term && range.contains(&index));
-                self.answered(gone.len());
+                let gone = self.waiters.take_if(|w| w.term == lost.term && range.contains(&w.index));
                 registry.proposals_lost.fetch_add(gone.len() as u64, Ordering::Relaxed);
-                for (_, _, _, reply) in gone {
-                    let _ = reply.send(Err(Error::ProposalLost));
-                }
+                self.fail(gone, || Error::ProposalLost);
             }
             ApplyMsg::Entries(entries) => {
                 let Some(last) = entries.last().map(|e| e.index) else {
@@ -664,17 +663,17 @@ impl<S: StateMachine> Applier<S> {
                         Payload::Command(command) => self.state_machine.apply(entry.index, command),
                         _ => Bytes::new(),
                     };
-                    if let Some((term, started, _, reply)) = self.waiters.remove(entry.index) {
+                    if let Some(waiter) = self.waiters.remove(entry.index) {
                         self.answered(1);
-                        let outcome = if term == entry.term {
+                        let outcome = if waiter.term == entry.term {
                             let now = *now.get_or_insert_with(Instant::now);
-                            registry.append.record_duration(now.saturating_duration_since(started));
+                            registry.append.record_duration(now.saturating_duration_since(waiter.started));
                             Ok(response)
                         } else {
                             registry.proposals_lost.fetch_add(1, Ordering::Relaxed);
                             Err(Error::ProposalLost)
                         };
-                        let _ = reply.send(outcome);
+                        let _ = waiter.reply.send(outcome);
                     }
                 }
                 registry.applied_index.store(last, Ordering::Relaxed);
@@ -1783,21 +1782,30 @@ mod tests {
     /// go in, like the map it replaced.
     #[test]
     fn waiters_stay_sorted_and_are_found_in_any_order() {
-        let waiter = |term| -> Waiter { (term, far(), far(), oneshot::channel().0) };
+        let waiter = |index, term| Registration {
+            index,
+            term,
+            started: Instant::now(),
+            deadline: far(),
+            reply: oneshot::channel().0,
+        };
         let mut waiters = Waiters::default();
         for index in [5, 6, 9, 7, 3] {
-            assert!(waiters.insert(index, waiter(1)).is_none());
+            assert!(waiters.insert(waiter(index, 1)).is_none());
         }
-        assert!(waiters.insert(6, waiter(2)).is_some_and(|old| old.0 == 1), "replaced, the old one returned");
-        let order: Vec<Index> = waiters.0.iter().map(|(i, _)| *i).collect();
+        assert!(
+            waiters.insert(waiter(6, 2)).is_some_and(|old| old.term == 1),
+            "replaced, the old one returned"
+        );
+        let order: Vec<Index> = waiters.0.iter().map(|r| r.index).collect();
         assert_eq!(order, vec![3, 5, 6, 7, 9]);
         assert!(waiters.remove(4).is_none());
         assert!(waiters.remove(2).is_none());
         assert!(waiters.remove(3).is_some());
         assert!(waiters.remove(7).is_some());
-        assert_eq!(waiters.take_if(|w, _| w.0 == 2).len(), 1);
+        assert_eq!(waiters.take_if(|w| w.term == 2).len(), 1);
         assert_eq!(waiters.take_through(5).len(), 1);
-        let order: Vec<Index> = waiters.0.iter().map(|(i, _)| *i).collect();
+        let order: Vec<Index> = waiters.0.iter().map(|r| r.index).collect();
         assert_eq!(order, vec![9]);
     }
 }

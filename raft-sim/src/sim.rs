@@ -674,15 +674,15 @@ impl Sim {
     }
 
     /// While node `i` writes, sends at once what the write's [`EarlySends`]
-    /// walk allows among the actions queued from position `from` on (those
-    /// just stepped): the walk goes on over them in order, and what it does
-    /// not allow stays queued, in order, behind the write.
+    /// walk allows among the actions queued from position `from` on (all of
+    /// them when the write starts, then those just stepped): the walk goes
+    /// on over them in order, and what it does not allow stays queued, in
+    /// order, behind the write.
     fn send_early_while_writing(&mut self, i: usize, from: usize) {
         let sn = &mut self.nodes[i];
         let Some(early) = sn.early.as_mut() else { return };
         let mut sends = Vec::new();
-        let stepped: Vec<Action> = sn.outbox.drain(from..).collect();
-        for action in stepped {
+        for action in sn.outbox.split_off(from) {
             if !early.allows(&action) {
                 sn.outbox.push_back(action);
             } else if let Action::Send(m) = action {
@@ -712,21 +712,20 @@ impl Sim {
                     if max == 0 || self.opts.scripted {
                         sn.disk.apply(p);
                     } else {
-                        let (p, early) = if self.opts.plan.replicate_while_writing {
-                            let (p, walk, early) = take_early_sends(sn.id, p, &mut sn.outbox);
+                        let p = if self.opts.plan.replicate_while_writing {
+                            let (p, walk) = early_sends_walk(sn.id, p);
                             sn.early = Some(walk);
-                            (p, early)
+                            p
                         } else {
-                            (p, Vec::new())
+                            p
                         };
                         sn.syncing = Some(p);
                         let life = sn.life;
                         let d = self.rng.gen_range(1..=max);
                         self.queue.push(self.now + d, Event::DiskSync { node: i, life });
-                        self.stats.early_sends += early.len() as u64;
-                        for m in early {
-                            self.send(m);
-                        }
+                        // What is queued behind the write goes through the
+                        // walk now; what is stepped later, as it comes.
+                        self.send_early_while_writing(i, 0);
                         return;
                     }
                 }
@@ -1342,29 +1341,12 @@ pub fn restored_with_log(nodes: usize, terms: &[Term], commands: &[Bytes], term:
     r
 }
 
-/// Takes out of `outbox` (the actions after `p`, in order) the messages
-/// node `me` may send while `p` is being written, and gives `p` back with
-/// the walk, to be continued over actions stepped during the write.
-fn take_early_sends(
-    me: NodeId,
-    p: raft_core::Persist,
-    outbox: &mut VecDeque<Action>,
-) -> (raft_core::Persist, EarlySends, Vec<Message>) {
+/// The [`EarlySends`] walk of node `me` that begins with the write of `p`,
+/// and `p` back.
+fn early_sends_walk(me: NodeId, p: raft_core::Persist) -> (raft_core::Persist, EarlySends) {
     let mut early = EarlySends::new(me);
     let write = Action::Persist(p);
     early.allows(&write);
     let Action::Persist(p) = write else { unreachable!("built above") };
-    let mut sends = Vec::new();
-    // One turn of the queue in place: every action goes through `allows`,
-    // in order (a later vote or truncation closes the walk), and what may
-    // not go early goes back, in the same order.
-    for _ in 0..outbox.len() {
-        let Some(action) = outbox.pop_front() else { break };
-        if !early.allows(&action) {
-            outbox.push_back(action);
-        } else if let Action::Send(m) = action {
-            sends.push(m);
-        }
-    }
-    (p, early, sends)
+    (p, early)
 }

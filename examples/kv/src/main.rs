@@ -372,9 +372,17 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // The tokio worker threads (default: one per core).
-    if let Some(n) = std::env::var("RAFT_KV_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok()) {
-        builder.worker_threads(n.max(1));
+    // The tokio worker threads (unset or empty: one per core).
+    if let Some(text) = std::env::var("RAFT_KV_WORKER_THREADS").ok().filter(|t| !t.is_empty()) {
+        match text.parse::<usize>() {
+            Ok(n) if n > 0 => {
+                builder.worker_threads(n);
+            }
+            _ => {
+                eprintln!("error: RAFT_KV_WORKER_THREADS={text:?} is not a number of threads (1 or more)");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
